@@ -1,0 +1,63 @@
+"""Per-request context shared by GraphQL and REST: container, actor, correlation id."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+
+from strawberry.litestar import BaseContext
+
+from api.auth import TokenService, Unauthenticated
+from commands.context import Actor, CommandContext
+from hes.container import Container
+
+_CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_IDEMPOTENCY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class InvalidHeader(ValueError):
+    """A request header has a value the API cannot use."""
+
+
+def correlation_id(headers: Mapping[str, str]) -> str:
+    """The caller's ``X-Correlation-ID`` if well-formed, else a new one."""
+    given = headers.get("x-correlation-id")
+    return given if given and _CORRELATION_RE.match(given) else str(uuid.uuid4())
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """Return the key if well-formed; raise ``InvalidHeader`` otherwise."""
+    if key is not None and not _IDEMPOTENCY_RE.match(key):
+        raise InvalidHeader(
+            "idempotency key must be 1..128 letters, digits, '.', '_', ':' or '-'"
+        )
+    return key
+
+
+class RequestContext(BaseContext, kw_only=True):
+    """What a resolver or handler needs to know about the request it serves."""
+
+    container: Container
+    tokens: TokenService
+    authorization: str | None
+    correlation_id: str
+
+    def actor(self) -> Actor:
+        """The authenticated caller; raises ``Unauthenticated`` with the reason."""
+        return self.tokens.from_header(self.authorization)
+
+    def try_actor(self) -> Actor | None:
+        """The authenticated caller, or None."""
+        try:
+            return self.actor()
+        except Unauthenticated:
+            return None
+
+    def command(self, idempotency_key: str | None) -> CommandContext:
+        """Command context for the caller with this request's ids."""
+        return CommandContext(
+            actor=self.actor(),
+            correlation_id=self.correlation_id,
+            idempotency_key=check_idempotency_key(idempotency_key),
+        )

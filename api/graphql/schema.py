@@ -1,0 +1,243 @@
+"""The GraphQL schema: meter queries and lifecycle mutations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import anyio.to_thread
+import strawberry
+from graphql import GraphQLError
+from strawberry.permission import BasePermission
+from strawberry.types import Info
+
+from api.auth import Unauthenticated
+from api.context import InvalidHeader, RequestContext
+from api.graphql.types import (
+    ForbiddenError,
+    LocationInput,
+    Meter,
+    MeterConnection,
+    MeterEdge,
+    MeterFilterInput,
+    MeterResult,
+    NotFoundError,
+    PageInfo,
+    RegisterMeterInput,
+    ConnectionInput,
+    ValidationError,
+    FieldProblem,
+    error_value,
+)
+from api.presenters import present
+from commands.context import CommandContext, Role
+from commands.meters import Outcome
+from commands.policy import may_read_meter
+from domain.errors import DomainError
+from projections.meters_queries import InvalidCursor, MeterFilter, encode_cursor
+
+ContextInfo = Info[RequestContext, None]
+
+
+class IsAuthenticated(BasePermission):
+    """The request carries a valid bearer token."""
+
+    message = "authentication required"
+    error_extensions = {"code": "UNAUTHENTICATED"}
+
+    def has_permission(self, source: Any, info: ContextInfo, **kwargs: Any) -> bool:
+        """True when the bearer token verifies; the reason becomes the error message."""
+        try:
+            info.context.actor()
+        except Unauthenticated as exc:
+            self.message = f"authentication required: {exc}"
+            return False
+        return True
+
+
+def _bad_request(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
+
+
+def _parse_id(value: str, field: str = "id") -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise _bad_request(f"{field}: {value!r} is not a meter id (UUID)") from None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        permission_classes=[IsAuthenticated],
+        description="Meters matching the filter, ordered by serial, `first` at a time (max 500).",
+    )
+    async def meters(
+        self,
+        info: ContextInfo,
+        filter: MeterFilterInput | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> MeterConnection:
+        actor = info.context.actor()
+        if not 1 <= first <= 500:
+            raise _bad_request(f"first: must be between 1 and 500, got {first}")
+        f = filter or MeterFilterInput()
+        customer = f.customer_account
+        if actor.roles == {Role.CUSTOMER}:
+            if customer is not None and customer != actor.customer_account:
+                return MeterConnection(edges=[], page_info=PageInfo(has_next_page=False, end_cursor=None))
+            customer = actor.customer_account
+        elif not may_read_meter(actor, None):
+            raise GraphQLError("your roles may not read meters", extensions={"code": "FORBIDDEN"})
+        try:
+            page = await info.context.container.meters.page(
+                MeterFilter(region=f.region, area=f.area, status=f.status, customer_account=customer),
+                first,
+                after,
+            )
+        except InvalidCursor as exc:
+            raise _bad_request(str(exc)) from None
+        return MeterConnection(
+            edges=[MeterEdge(cursor=encode_cursor(r.serial), node=Meter.from_row(r)) for r in page.items],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+    @strawberry.field(
+        permission_classes=[IsAuthenticated],
+        description="One meter by id or by serial number (give exactly one).",
+    )
+    async def meter(
+        self, info: ContextInfo, id: strawberry.ID | None = None, serial: str | None = None
+    ) -> Meter | None:
+        actor = info.context.actor()
+        if (id is None) == (serial is None):
+            raise _bad_request("meter: give exactly one of id or serial")
+        queries = info.context.container.meters
+        row = await (queries.by_id(_parse_id(id)) if id is not None else queries.by_serial(serial or ""))
+        if row is None or not may_read_meter(actor, row.customer_account):
+            return None  # a customer cannot even learn that another's meter exists
+        return Meter.from_row(row)
+
+
+async def _run(
+    info: ContextInfo,
+    idempotency_key: str | None,
+    wait: bool,
+    command: Callable[[CommandContext], Outcome],
+) -> Any:
+    context = info.context
+    try:
+        ctx = context.command(idempotency_key)
+    except InvalidHeader as exc:
+        return ValidationError(
+            message=str(exc), code="VALIDATION",
+            fields=[FieldProblem(field="idempotencyKey", rule="format", message=str(exc))],
+        )
+    try:
+        outcome = await anyio.to_thread.run_sync(command, ctx)
+    except DomainError as exc:
+        return error_value(exc)
+    wait_seconds = context.container.settings.projection_wait_seconds if wait else 0.0
+    return Meter.from_row(await present(outcome, context.container.meters, wait_seconds))
+
+
+_WAIT = "Wait (bounded) until the read model shows the change before answering."
+_KEY = "Retrying with the same key never records the command twice."
+
+
+def _meter_id(info: ContextInfo, value: str) -> UUID | NotFoundError:
+    try:
+        return UUID(value)
+    except ValueError:
+        return NotFoundError(message=f"no meter with id {value!r}", code="NOT_FOUND")
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Register a new meter.")
+    async def register_meter(
+        self, info: ContextInfo, input: RegisterMeterInput,
+        idempotency_key: str | None = None, wait: bool = True,
+    ) -> MeterResult:
+        registry = info.context.container.registry
+        spec = input.to_domain()
+        return await _run(info, idempotency_key, wait, lambda c: registry.register_meter(spec, c))
+
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="Record a meter as installed at a location, optionally for a customer.",
+    )
+    async def commission_meter(
+        self, info: ContextInfo, id: strawberry.ID, location: LocationInput,
+        customer_account: str | None = None,
+        idempotency_key: str | None = None, wait: bool = True,
+    ) -> MeterResult:
+        meter_id = _meter_id(info, id)
+        if isinstance(meter_id, NotFoundError):
+            return meter_id
+        registry = info.context.container.registry
+        loc = location.to_domain()
+        return await _run(
+            info, idempotency_key, wait,
+            lambda c: registry.commission_meter(meter_id, loc, customer_account, c),
+        )
+
+    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Assign a customer account.")
+    async def assign_customer(
+        self, info: ContextInfo, id: strawberry.ID, customer_account: str,
+        idempotency_key: str | None = None, wait: bool = True,
+    ) -> MeterResult:
+        meter_id = _meter_id(info, id)
+        if isinstance(meter_id, NotFoundError):
+            return meter_id
+        registry = info.context.container.registry
+        return await _run(
+            info, idempotency_key, wait,
+            lambda c: registry.assign_customer(meter_id, customer_account, c),
+        )
+
+    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Remove the customer account.")
+    async def unassign_customer(
+        self, info: ContextInfo, id: strawberry.ID, reason: str,
+        idempotency_key: str | None = None, wait: bool = True,
+    ) -> MeterResult:
+        meter_id = _meter_id(info, id)
+        if isinstance(meter_id, NotFoundError):
+            return meter_id
+        registry = info.context.container.registry
+        return await _run(
+            info, idempotency_key, wait, lambda c: registry.unassign_customer(meter_id, reason, c)
+        )
+
+    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Change how the meter is reached.")
+    async def change_connection_profile(
+        self, info: ContextInfo, id: strawberry.ID, connection: ConnectionInput,
+        idempotency_key: str | None = None, wait: bool = True,
+    ) -> MeterResult:
+        meter_id = _meter_id(info, id)
+        if isinstance(meter_id, NotFoundError):
+            return meter_id
+        registry = info.context.container.registry
+        profile = connection.to_domain()
+        return await _run(
+            info, idempotency_key, wait,
+            lambda c: registry.change_connection_profile(meter_id, profile, c),
+        )
+
+    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Take a meter out of service for good.")
+    async def decommission_meter(
+        self, info: ContextInfo, id: strawberry.ID, reason: str,
+        idempotency_key: str | None = None, wait: bool = True,
+    ) -> MeterResult:
+        meter_id = _meter_id(info, id)
+        if isinstance(meter_id, NotFoundError):
+            return meter_id
+        registry = info.context.container.registry
+        return await _run(
+            info, idempotency_key, wait, lambda c: registry.decommission_meter(meter_id, reason, c)
+        )
+
+
+schema = strawberry.Schema(query=Query, mutation=Mutation, types=[ForbiddenError])

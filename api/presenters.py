@@ -1,0 +1,46 @@
+"""Turns command outcomes into read-model rows, honouring read-your-writes."""
+
+from __future__ import annotations
+
+from commands.meters import Outcome
+from domain.meter import Meter
+from projections.meters_queries import MeterQueries, MeterRow
+
+
+def row_from_aggregate(meter: Meter) -> MeterRow:
+    """The read-model row the projection will write for this aggregate state."""
+    spec = meter.spec
+    return MeterRow(
+        id=meter.id,
+        serial=spec.serial,
+        manufacturer=spec.manufacturer,
+        model=spec.model,
+        firmware=spec.firmware,
+        meter_type=spec.meter_type,
+        phases=spec.phases,
+        region=spec.region,
+        area=spec.area,
+        status=meter.status,
+        customer_account=meter.customer_account,
+        location=meter.location,
+        connection=spec.connection,
+        concentrator_id=spec.concentrator_id,
+        sim_card=spec.sim_card,
+        registered_at=meter.created_on,
+        commissioned_at=meter.commissioned_at,
+        decommissioned_at=meter.decommissioned_at,
+        decommission_reason=meter.decommission_reason,
+        updated_at=meter.modified_on,
+        version=meter.version,
+    )
+
+
+async def present(outcome: Outcome, queries: MeterQueries, wait_seconds: float) -> MeterRow:
+    """The meter after a command: from the read model once it caught up, else from the aggregate."""
+    if wait_seconds > 0:
+        if outcome.notification_id is not None:
+            await queries.wait_for(outcome.notification_id, wait_seconds)
+        row = await queries.by_id(outcome.meter.id)
+        if row is not None and row.version >= outcome.meter.version:
+            return row
+    return row_from_aggregate(outcome.meter)

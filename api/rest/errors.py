@@ -1,0 +1,73 @@
+"""Maps refusals to RFC 9457 problem responses with specific codes and fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from api.auth import Unauthenticated
+from api.context import InvalidHeader
+from api.rest.bodies import Problem, ProblemField
+from domain.errors import DomainError, ValidationFailed
+
+_STATUS = {"VALIDATION": 422, "NOT_FOUND": 404, "CONFLICT": 409, "FORBIDDEN": 403}
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, code: str, detail: str, errors: list[ProblemField] | None = None,
+            headers: dict[str, str] | None = None) -> Response[Problem]:
+    """A problem-details response."""
+    body = Problem(
+        type=f"urn:hes:error:{code.lower()}", title=code.replace("_", " ").capitalize(),
+        status=status, detail=detail, code=code, errors=errors or [],
+    )
+    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    """422/404/409/403 for a refused command."""
+    fields = (
+        [ProblemField(e.field, e.rule, e.message) for e in exc.errors]
+        if isinstance(exc, ValidationFailed) else None
+    )
+    return problem(_STATUS.get(exc.code, 409), exc.code, exc.message, fields)
+
+
+def unauthenticated(_: Request[Any, Any, Any], exc: Unauthenticated) -> Response[Problem]:
+    """401 with the reason and the scheme to use."""
+    return problem(401, "UNAUTHENTICATED", str(exc),
+                   headers={"WWW-Authenticate": 'Bearer realm="hes"'})
+
+
+def invalid_header(_: Request[Any, Any, Any], exc: InvalidHeader) -> Response[Problem]:
+    """400 for a malformed header such as Idempotency-Key."""
+    return problem(400, "BAD_HEADER", str(exc))
+
+
+def request_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    """400 naming the body field or parameter that did not decode."""
+    fields = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            key = str(item.get("key") or item.get("source") or "body")
+            fields.append(ProblemField(key, "type", str(item.get("message", ""))))
+    return problem(400, "BAD_REQUEST", exc.detail, fields)
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    """Other framework errors (404 route, 405, 413...) in the same problem format."""
+    code = {404: "NO_ROUTE", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}.get(
+        exc.status_code, "HTTP_ERROR"
+    )
+    return problem(exc.status_code, code, exc.detail, headers=exc.headers)
+
+
+HANDLERS: dict[type[Exception], Any] = {
+    DomainError: domain_error,
+    Unauthenticated: unauthenticated,
+    InvalidHeader: invalid_header,
+    ValidationException: request_validation,
+    HTTPException: http_error,
+}

@@ -1,0 +1,195 @@
+"""Meter registry commands: load a Meter, act, save; idempotent and actor-stamped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Mapper, Recording
+
+from commands.codec import MsgspecMapper
+from commands.context import CommandContext
+from commands.policy import authorize
+from domain.errors import Conflict, NotFound
+from domain.meter import Meter, meter_id
+from domain.values import ConnectionProfile, Location, MeterSpec
+
+MAX_ATTEMPTS = 5
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a command did: the meter as it now is and where its last event sits."""
+
+    meter: Meter
+    notification_id: int | None
+    """Position of the last recorded event; ``None`` when nothing new was recorded."""
+    replayed: bool = False
+    """True when an idempotency key matched an earlier, identical command."""
+
+
+class ImportRowResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened to one meter of a bulk import."""
+
+    serial: str
+    status: str  # "created" | "unchanged" | "conflict"
+    message: str = ""
+
+
+class MeterRegistry(Application[UUID]):
+    """The write side of the meter registry."""
+
+    name = "meters"
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Encode events with msgspec instead of the library's JSON transcoder."""
+        return MsgspecMapper()
+
+    # -- queries on the write model (used by commands, never by clients) -------------
+
+    def get(self, id_: UUID) -> Meter:
+        """Load a meter or raise ``NotFound``."""
+        try:
+            meter: Meter = self.repository.get(id_)
+        except AggregateNotFoundError:
+            raise NotFound(f"no meter with id {id_}") from None
+        return meter
+
+    # -- commands ------------------------------------------------------------------
+
+    def register_meter(self, spec: MeterSpec, ctx: CommandContext) -> Outcome:
+        """Register a meter; its serial number must not be registered yet."""
+        authorize(ctx.actor, "registerMeter")
+        meta = ctx.meta("registerMeter", spec)
+        try:
+            existing = self.get(meter_id(spec.serial))
+        except NotFound:
+            meter = Meter.register(spec, meta)
+            try:
+                recordings = self.save(meter)
+            except IntegrityError:
+                existing = self.get(meter_id(spec.serial))
+            else:
+                return Outcome(meter=meter, notification_id=_last(recordings))
+        if existing.seen(meta):
+            return Outcome(meter=existing, notification_id=None, replayed=True)
+        raise Conflict(f"serial {spec.serial!r} is already registered as {existing.id}")
+
+    def commission_meter(
+        self, id_: UUID, location: Location, customer_account: str | None, ctx: CommandContext
+    ) -> Outcome:
+        """Record the meter as installed at a location, optionally for a customer."""
+        authorize(ctx.actor, "commissionMeter")
+        meta = ctx.meta("commissionMeter", id_, location, customer_account)
+        return self._update(id_, meta, lambda m: m.commission(location, customer_account, meta))
+
+    def assign_customer(self, id_: UUID, customer_account: str, ctx: CommandContext) -> Outcome:
+        """Assign the meter to a customer account."""
+        authorize(ctx.actor, "assignCustomer")
+        meta = ctx.meta("assignCustomer", id_, customer_account)
+        return self._update(id_, meta, lambda m: m.assign_customer(customer_account, meta))
+
+    def unassign_customer(self, id_: UUID, reason: str, ctx: CommandContext) -> Outcome:
+        """Remove the meter's customer account."""
+        authorize(ctx.actor, "unassignCustomer")
+        meta = ctx.meta("unassignCustomer", id_, reason)
+        return self._update(id_, meta, lambda m: m.unassign_customer(reason, meta))
+
+    def change_connection_profile(
+        self, id_: UUID, connection: ConnectionProfile, ctx: CommandContext
+    ) -> Outcome:
+        """Change how the head-end reaches the meter."""
+        authorize(ctx.actor, "changeConnectionProfile")
+        meta = ctx.meta("changeConnectionProfile", id_, connection)
+        return self._update(
+            id_, meta, lambda m: m.change_connection_profile(connection, meta)
+        )
+
+    def decommission_meter(self, id_: UUID, reason: str, ctx: CommandContext) -> Outcome:
+        """Take the meter out of service for good."""
+        authorize(ctx.actor, "decommissionMeter")
+        meta = ctx.meta("decommissionMeter", id_, reason)
+        return self._update(id_, meta, lambda m: m.decommission(reason, meta))
+
+    def import_meters(
+        self, rows: list[tuple[MeterSpec, str | None]], ctx: CommandContext
+    ) -> tuple[list[ImportRowResult], int | None]:
+        """Register many meters (with optional customer) in one transaction; skip identical ones."""
+        authorize(ctx.actor, "importMeters")
+        results: list[ImportRowResult] = []
+        new: list[Meter] = []
+        seen_ids: set[UUID] = set()
+        for spec, customer in rows:
+            id_ = meter_id(spec.serial)
+            if id_ in seen_ids:
+                results.append(_conflict(spec, "serial appears earlier in the same import"))
+                continue
+            seen_ids.add(id_)
+            try:
+                existing = self.get(id_)
+            except NotFound:
+                meta = ctx.meta("importMeters", spec, customer)
+                meter = Meter.register(spec, meta)
+                if customer is not None:
+                    meter.assign_customer(customer, meta)
+                new.append(meter)
+                results.append(ImportRowResult(serial=spec.serial, status="created"))
+                continue
+            if existing.spec == spec and (customer is None or existing.customer_account == customer):
+                results.append(ImportRowResult(serial=spec.serial, status="unchanged"))
+            else:
+                results.append(_conflict(spec, _difference(existing, spec, customer)))
+        if not new:
+            return results, None
+        try:
+            return results, _last(self.save(*new))
+        except IntegrityError:
+            # Someone registered one of these meanwhile: fall back to one save per meter.
+            return self._save_one_by_one(new, results)
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _update(self, id_: UUID, meta: Any, action: Callable[[Meter], object]) -> Outcome:
+        for _ in range(MAX_ATTEMPTS):
+            meter = self.get(id_)
+            if meter.seen(meta):
+                return Outcome(meter=meter, notification_id=None, replayed=True)
+            action(meter)
+            try:
+                recordings = self.save(meter)
+            except IntegrityError:
+                continue  # a concurrent command won the version race: reload and retry
+            return Outcome(meter=meter, notification_id=_last(recordings))
+        raise Conflict(f"meter {id_} is changing too fast; try again")
+
+    def _save_one_by_one(
+        self, new: list[Meter], results: list[ImportRowResult]
+    ) -> tuple[list[ImportRowResult], int | None]:
+        last: int | None = None
+        by_serial = {r.serial: i for i, r in enumerate(results)}
+        for meter in new:
+            try:
+                last = _last(self.save(meter)) or last
+            except IntegrityError:
+                i = by_serial[meter.spec.serial]
+                results[i] = _conflict(meter.spec, "registered concurrently by another request")
+        return results, last
+
+
+def _last(recordings: list[Recording[UUID]]) -> int | None:
+    return recordings[-1].notification.id if recordings else None
+
+
+def _conflict(spec: MeterSpec, message: str) -> ImportRowResult:
+    return ImportRowResult(serial=spec.serial, status="conflict", message=message)
+
+
+def _difference(existing: Meter, spec: MeterSpec, customer: str | None) -> str:
+    old = msgspec.structs.asdict(existing.spec)
+    new = msgspec.structs.asdict(spec)
+    fields = [k for k in new if old.get(k) != new[k]]
+    if customer is not None and existing.customer_account != customer:
+        fields.append("customer")
+    return "already registered with different " + ", ".join(fields)

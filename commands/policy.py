@@ -1,0 +1,38 @@
+"""Which roles may run which command: one table for GraphQL, REST and the CLI."""
+
+from __future__ import annotations
+
+from commands.context import Actor, Role
+from domain.errors import Forbidden
+
+_OPERATORS = frozenset({Role.OPERATOR, Role.ADMIN})
+_ADMINS = frozenset({Role.ADMIN})
+
+COMMAND_ROLES: dict[str, frozenset[Role]] = {
+    "registerMeter": _OPERATORS,
+    "commissionMeter": _OPERATORS,
+    "assignCustomer": _OPERATORS,
+    "unassignCustomer": _OPERATORS,
+    "changeConnectionProfile": _OPERATORS,
+    "decommissionMeter": _ADMINS,
+    "importMeters": _OPERATORS,
+}
+
+READ_ROLES = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR, Role.CUSTOMER})
+
+
+def authorize(actor: Actor, command: str) -> None:
+    """Raise ``Forbidden`` unless the actor holds a role allowed to run ``command``."""
+    allowed = COMMAND_ROLES[command]
+    if actor.roles.isdisjoint(allowed):
+        needed = " or ".join(sorted(allowed))
+        raise Forbidden(f"{command} needs role {needed}; {actor.subject} has none of them")
+
+
+def may_read_meter(actor: Actor, customer_account: str | None) -> bool:
+    """True when the actor may see a meter owned by ``customer_account``."""
+    if actor.roles.isdisjoint(READ_ROLES):
+        return False
+    if actor.roles == {Role.CUSTOMER}:
+        return customer_account is not None and customer_account == actor.customer_account
+    return True

@@ -1,0 +1,146 @@
+"""The ``hes`` command line: run, migrate, issue tokens, import meters, run workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from commands.context import SYSTEM, Actor, CommandContext, Role
+from hes.settings import Settings, SettingsError
+
+app = typer.Typer(help="HES — event-sourced Head-End System for smart meters.",
+                  no_args_is_help=True, add_completion=False)
+import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
+projections_app = typer.Typer(help="Projection workers.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(projections_app, name="projections")
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def up() -> None:
+    """Start PostgreSQL and NATS (embedded unless configured), migrate, and serve the API."""
+    from hes.runtime import up as run_up
+
+    settings = _settings()
+    _logging(settings)
+    run_up(settings, console)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations and create the JetStream streams."""
+    from hes.migrate import migrate as run_migrate
+    from hes.runtime import servers
+
+    settings = _settings()
+    _logging(settings)
+    with servers(settings, console) as resolved:
+        report = asyncio.run(run_migrate(resolved.settings))
+    console.print(f"schema {report.schema}: applied {report.applied or 'nothing new'}; "
+                  f"streams {', '.join(report.streams)}")
+
+
+@app.command()
+def token(
+    role: Annotated[list[Role], typer.Option("--role", help="Role(s) to grant.")],
+    subject: Annotated[str, typer.Option(help="Who the token names (recorded as actor).")] = "",
+    customer: Annotated[str | None, typer.Option(help="Customer account (customer role).")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 12 * 3600,
+) -> None:
+    """Print a signed bearer token for a local setup."""
+    from hes.runtime import token_service
+
+    if Role.CUSTOMER in role and not customer:
+        console.print("[red]--customer is required with --role customer[/]")
+        raise typer.Exit(2)
+    tokens = token_service(_settings())
+    name = subject or f"local-{'-'.join(sorted(r.value for r in role))}"
+    print(tokens.issue(name, role, customer_account=customer, ttl_seconds=ttl))
+
+
+@import_app.command("meters")
+def import_meters(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    region: Annotated[str | None, typer.Option(help="Region for rows without one.")] = None,
+    actor: Annotated[str, typer.Option(help="Actor recorded on the events.")] = "cli-import",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import meters from a CSV file (template: GET /api/v1/templates/meters)."""
+    from commands.meter_csv import parse_meter_csv
+    from commands.meter_import import import_meters as run_import
+    from commands.meters import MeterRegistry
+    from hes.runtime import servers
+
+    settings = _settings()
+    data = file.read_bytes()
+    total = len(parse_meter_csv(data, default_region=region).rows)
+    ctx = CommandContext(actor=Actor(subject=actor, roles=SYSTEM.roles))
+    with servers(settings, console) as resolved:
+        registry = MeterRegistry(env=resolved.settings.eventsourcing_env())
+        with Progress(
+            TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("rows", total=total)
+            report = run_import(
+                registry, data, ctx, batch_size=settings.import_batch_size,
+                default_region=region, progress=lambda n: bar.advance(task, n),
+            )
+        registry.close()
+    if json_output:
+        print(msgspec.json.encode(report).decode())
+    else:
+        console.print(f"rows {report.rows}: created {report.created}, "
+                      f"unchanged {report.unchanged}, rejected {report.rejected}")
+        if report.errors:
+            table = Table("line", "field", "reason")
+            for e in report.errors:
+                table.add_row(str(e.line), e.field, e.reason)
+            console.print(table)
+    raise typer.Exit(1 if report.errors else 0)
+
+
+@projections_app.command("run")
+def projections_run() -> None:
+    """Run the projection workers in the foreground (scale-out or separate process)."""
+    from hes.workers import run_projection_forever
+
+    settings = _settings()
+    _logging(settings)
+    if settings.database_url is None:
+        console.print("[red]HES_DATABASE_URL must be set to run workers on their own[/]")
+        raise typer.Exit(2)
+    run_projection_forever(settings.with_urls(settings.database_url, settings.nats_url or ""))
+
+
+def main() -> None:
+    """Entry point of the ``hes`` script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

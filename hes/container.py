@@ -1,0 +1,45 @@
+"""Composition root: builds the applications, views, pools and clients from settings."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from psycopg_pool import AsyncConnectionPool
+
+from commands.meters import MeterRegistry
+from hes.settings import Settings
+from projections.meters_queries import MeterQueries
+
+
+class Container:
+    """Everything a running process needs, opened and closed together."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.database_url is None or settings.nats_url is None:
+            raise ValueError("server URLs must be resolved before building the container")
+        self.settings = settings
+        self.registry = MeterRegistry(env=settings.eventsourcing_env())
+        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            settings.database_url, min_size=1, max_size=10, open=False,
+            kwargs={"autocommit": True},
+        )
+        self.meters = MeterQueries(self.pool, settings.db_schema)
+        self.nats: NatsClient | None = None
+
+    async def open(self) -> None:
+        """Open the read pool and the NATS connection."""
+        await self.pool.open(wait=True, timeout=10)
+        self.nats = await nats.connect(
+            self.settings.nats_url, name="hes-api", max_reconnect_attempts=-1,
+            connect_timeout=5,
+        )
+
+    async def close(self) -> None:
+        """Close everything opened by ``open`` and the registry's connections."""
+        if self.nats is not None:
+            await self.nats.drain()
+        await self.pool.close()
+        await asyncio.to_thread(self.registry.close)

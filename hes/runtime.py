@@ -1,0 +1,114 @@
+"""Starts the whole system in one process group: servers, migrations, workers, API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+
+from api.app import create_app
+from api.auth import TokenService, load_or_create_secret
+from hes.container import Container
+from hes.embedded import start_nats, start_postgres
+from hes.migrate import migrate
+from hes.settings import Settings
+from hes.workers import SupervisedProjection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Servers:
+    """Resolved settings plus whatever embedded servers were started for them."""
+
+    settings: Settings
+    stoppers: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop embedded servers, newest first."""
+        for server in reversed(self.stoppers):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+
+@contextlib.contextmanager
+def servers(settings: Settings, console: Console) -> Iterator[Servers]:
+    """Resolve PostgreSQL and NATS: the configured ones, or embedded ones under ``data_dir``."""
+    result = Servers(settings)
+    try:
+        database_url = settings.database_url
+        nats_url = settings.nats_url
+        if database_url is None:
+            with console.status("Starting embedded PostgreSQL…"):
+                pg = start_postgres(settings.data_dir)
+            result.stoppers.append(pg)
+            database_url = pg.url
+            console.print(f"[green]✓[/] PostgreSQL (embedded) at {database_url}")
+        else:
+            console.print(f"[green]✓[/] PostgreSQL at {_redact(database_url)}")
+        if nats_url is None:
+            with console.status("Starting embedded NATS JetStream…"):
+                nats_server = start_nats(settings.data_dir)
+            result.stoppers.append(nats_server)
+            nats_url = nats_server.url
+            console.print(f"[green]✓[/] NATS JetStream (embedded) at {nats_url}")
+        else:
+            console.print(f"[green]✓[/] NATS at {_redact(nats_url)}")
+        result.settings = settings.with_urls(database_url, nats_url)
+        yield result
+    finally:
+        result.stop()
+
+
+def token_service(settings: Settings) -> TokenService:
+    """The JWT service, with the secret from settings or the data directory."""
+    secret = settings.jwt_secret or load_or_create_secret(settings.data_dir)
+    return TokenService(secret, settings.jwt_issuer, settings.jwt_audience)
+
+
+def up(settings: Settings, console: Console) -> None:
+    """Run everything until Ctrl-C."""
+    with servers(settings, console) as resolved:
+        s = resolved.settings
+        with console.status("Applying migrations…"):
+            report = asyncio.run(migrate(s))
+        console.print(
+            f"[green]✓[/] schema {report.schema!r} migrated "
+            f"({len(report.applied)} new migrations); streams {', '.join(report.streams)}"
+        )
+        projection = SupervisedProjection(s)
+        projection.start()
+        console.print("[green]✓[/] projection worker meters_view running")
+        tokens = token_service(s)
+        app = create_app(Container(s), tokens)
+        base = f"http://{s.host}:{s.port}"
+        console.print(
+            f"\n[bold]HES is up[/]\n"
+            f"  API        {base}\n"
+            f"  GraphQL    {base}/graphql  (GraphiQL in a browser)\n"
+            f"  OpenAPI    {base}/schema\n"
+            f"  Health     {base}/health/ready\n"
+            f"  Redis      {_redact(s.redis_url) if s.redis_url else 'not configured (in-process stores)'}\n"
+            f"  Token      .venv/bin/hes token --role admin\n"
+        )
+        try:
+            uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
+        finally:
+            projection.stop()
+
+
+def _redact(url: str) -> str:
+    """URL without its password, for printing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

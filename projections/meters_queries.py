@@ -1,0 +1,175 @@
+"""Read-side queries over the meters read model (async, index-backed, cursor-paged)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from domain.values import ConnectionProfile, Location, MeterStatus
+from projections.meters_projection import MetersProjection
+
+MAX_PAGE = 500
+
+
+class MeterRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One meter as the read model shows it."""
+
+    id: UUID
+    serial: str
+    manufacturer: str
+    model: str
+    firmware: str
+    meter_type: str | None
+    phases: int
+    region: str
+    area: str
+    status: MeterStatus
+    customer_account: str | None
+    location: Location | None
+    connection: ConnectionProfile
+    concentrator_id: str | None
+    sim_card: str | None
+    registered_at: datetime
+    commissioned_at: datetime | None
+    decommissioned_at: datetime | None
+    decommission_reason: str | None
+    updated_at: datetime
+    version: int
+
+
+class MeterFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Which meters a list query returns (all given conditions must hold)."""
+
+    region: str | None = None
+    area: str | None = None
+    status: MeterStatus | None = None
+    customer_account: str | None = None
+
+
+class MeterPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of meters ordered by serial, with the cursor to continue from."""
+
+    items: list[MeterRow]
+    has_next_page: bool
+    end_cursor: str | None
+
+
+class InvalidCursor(ValueError):
+    """The ``after`` cursor was not produced by this API."""
+
+
+def encode_cursor(serial: str) -> str:
+    """Opaque cursor for the position after ``serial``."""
+    return base64.urlsafe_b64encode(b"m:" + serial.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    """Serial behind an opaque cursor; raises ``InvalidCursor`` when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode())
+    except (ValueError, UnicodeEncodeError):
+        raise InvalidCursor("after: not a cursor returned by this API") from None
+    if not raw.startswith(b"m:"):
+        raise InvalidCursor("after: not a cursor returned by this API")
+    return raw[2:].decode(errors="replace")
+
+
+_COLUMNS = sql.SQL(
+    "id, serial, manufacturer, model, firmware, meter_type, phases, region, area, status, "
+    "customer_account, location, connection, concentrator_id, sim_card, registered_at, "
+    "commissioned_at, decommissioned_at, decommission_reason, updated_at, version"
+)
+
+
+class MeterQueries:
+    """Queries the meters read model in ``schema`` through an async pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], schema: str) -> None:
+        self.pool = pool
+        self.schema = sql.Identifier(schema)
+        self.tracking = sql.Identifier(f"{MetersProjection.name}_tracking")
+
+    async def by_id(self, id_: UUID) -> MeterRow | None:
+        """The meter with this id, or None."""
+        return await self._one(sql.SQL("id = %s"), id_)
+
+    async def by_serial(self, serial: str) -> MeterRow | None:
+        """The meter with this serial number (case-insensitive), or None."""
+        return await self._one(sql.SQL("upper(serial) = upper(%s)"), serial)
+
+    async def page(self, filter_: MeterFilter, first: int, after: str | None) -> MeterPage:
+        """Up to ``first`` meters matching ``filter_``, after the cursor, ordered by serial."""
+        first = max(1, min(first, MAX_PAGE))
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        for column in ("region", "area", "status", "customer_account"):
+            value = getattr(filter_, column)
+            if value is not None:
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(str(value))
+        if after is not None:
+            conditions.append(sql.SQL("serial > %s"))
+            params.append(decode_cursor(after))
+        where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+        query = sql.SQL("SELECT {} FROM {}.meters WHERE {} ORDER BY serial LIMIT %s").format(
+            _COLUMNS, self.schema, where
+        )
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, [*params, first + 1])
+            rows = await cur.fetchall()
+        items = [_row(r) for r in rows[:first]]
+        return MeterPage(
+            items=items,
+            has_next_page=len(rows) > first,
+            end_cursor=encode_cursor(items[-1].serial) if items else None,
+        )
+
+    async def applied_position(self) -> int:
+        """Notification id of the last event the meters projection applied (0 if none)."""
+        query = sql.SQL(
+            "SELECT notification_id FROM {}.{} WHERE application_name = 'meters'"
+        ).format(self.schema, self.tracking)
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(query)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def recorded_position(self) -> int:
+        """Notification id of the last event recorded in the meters event store (0 if none)."""
+        query = sql.SQL("SELECT max(notification_id) FROM {}.meters_events").format(self.schema)
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(query)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def wait_for(self, notification_id: int, timeout: float) -> bool:
+        """Wait until the projection has applied ``notification_id``; False on timeout."""
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            if await self.applied_position() >= notification_id:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    async def _one(self, condition: sql.Composable, value: Any) -> MeterRow | None:
+        query = sql.SQL("SELECT {} FROM {}.meters WHERE {}").format(
+            _COLUMNS, self.schema, condition
+        )
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, (value,))
+            row = await cur.fetchone()
+        return _row(row) if row else None
+
+
+def _row(record: dict[str, Any]) -> MeterRow:
+    return msgspec.convert(record, MeterRow, strict=False)

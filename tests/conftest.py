@@ -1,0 +1,103 @@
+"""Shared fixtures: real servers, an isolated schema and stream prefix per test run."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import nats
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+from psycopg import sql
+
+from adapters.nats.streams import delete_streams
+from api.app import create_app
+from api.auth import TokenService
+from commands.context import Role
+from hes.container import Container
+from hes.migrate import migrate
+from hes.settings import Settings
+from hes.workers import SupervisedProjection
+from tests.services import Services, discover
+
+RUN_ID = uuid.uuid4().hex[:8]
+JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """PostgreSQL, NATS (and Redis when present) for the whole run."""
+    found = discover(tmp_path_factory.mktemp("servers"))
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="session")
+def settings(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings of this run: own schema, own stream prefix, migrated; dropped at the end."""
+    s = Settings(
+        database_url=services.database_url,
+        nats_url=services.nats_url,
+        redis_url=services.redis_url,
+        db_schema=f"t_{RUN_ID}",
+        nats_prefix=f"T{RUN_ID}_",
+        data_dir=Path(tmp_path_factory.mktemp("data")),
+        jwt_secret=JWT_SECRET,
+        projection_wait_seconds=10.0,
+    )
+    asyncio.run(migrate(s))
+    yield s
+    with psycopg.connect(services.database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s.db_schema)))
+
+    async def drop_streams() -> None:
+        nc = await nats.connect(services.nats_url)
+        await delete_streams(nc.jetstream(), s.nats_prefix)
+        await nc.close()
+
+    asyncio.run(drop_streams())
+
+
+@pytest.fixture(scope="session")
+def projection(settings: Settings) -> Iterator[SupervisedProjection]:
+    """The meters projection worker, running for the whole test session."""
+    worker = SupervisedProjection(settings)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def tokens() -> TokenService:
+    """Token service sharing the test settings' secret."""
+    return TokenService(JWT_SECRET, "hes", "hes-api")
+
+
+@pytest.fixture(scope="session")
+def auth(tokens: TokenService) -> Callable[..., dict[str, str]]:
+    """Headers with a bearer token for the given role(s)."""
+
+    def headers(*roles: Role, subject: str = "", customer: str | None = None) -> dict[str, str]:
+        name = subject or "-".join(r.value for r in roles)
+        token = tokens.issue(name, roles, customer_account=customer)
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers
+
+
+@pytest.fixture(scope="session")
+async def client(
+    settings: Settings, projection: SupervisedProjection, tokens: TokenService
+) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    """The real Litestar app over ASGI, with its container opened by the app's lifespan."""
+    app = create_app(Container(settings), tokens)
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+def new_serial(prefix: str = "SN") -> str:
+    """A serial number no other test uses."""
+    return f"{prefix}{uuid.uuid4().hex[:12].upper()}"
