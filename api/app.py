@@ -24,13 +24,19 @@ from api.rest.imports import MeterImports
 from hes.container import Container
 
 
-def create_app(container: Container, tokens: TokenService, *, manage_container: bool = True) -> Litestar:
+def create_app(
+    container: Container, tokens: TokenService, *, manage_container: bool = True
+) -> Litestar:
     """Build the HTTP application around an (unopened) container."""
+
     async def graphql_context(request: Request[Any, Any, Any]) -> RequestContext:
         return await request_context(request)
 
     graphql = make_graphql_controller(
-        schema, path="/graphql", graphql_ide="graphiql", context_getter=graphql_context,
+        schema,
+        path="/graphql",
+        graphql_ide="graphiql",
+        context_getter=graphql_context,
     )
 
     async def open_container() -> None:

@@ -12,8 +12,8 @@ from api.auth import TokenService, Unauthenticated
 from commands.context import Actor, CommandContext
 from hes.container import Container
 
-_CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_IDEMPOTENCY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CORRELATION_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_IDEMPOTENCY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class InvalidHeader(ValueError):
@@ -23,15 +23,13 @@ class InvalidHeader(ValueError):
 def correlation_id(headers: Mapping[str, str]) -> str:
     """The caller's ``X-Correlation-ID`` if well-formed, else a new one."""
     given = headers.get("x-correlation-id")
-    return given if given and _CORRELATION_RE.match(given) else str(uuid.uuid4())
+    return given if given and _CORRELATION_RE.fullmatch(given) else str(uuid.uuid4())
 
 
 def check_idempotency_key(key: str | None) -> str | None:
     """Return the key if well-formed; raise ``InvalidHeader`` otherwise."""
-    if key is not None and not _IDEMPOTENCY_RE.match(key):
-        raise InvalidHeader(
-            "idempotency key must be 1..128 letters, digits, '.', '_', ':' or '-'"
-        )
+    if key is not None and not _IDEMPOTENCY_RE.fullmatch(key):
+        raise InvalidHeader("idempotency key must be 1..128 letters, digits, '.', '_', ':' or '-'")
     return key
 
 

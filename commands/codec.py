@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from functools import lru_cache
+from functools import cache
 from typing import Any, ClassVar, TypedDict, TypeVar
 from uuid import UUID
 
@@ -79,7 +79,7 @@ class MsgspecMapper(Mapper[UUID]):
         return typing.cast(DomainEventProtocol[UUID], domain_event)
 
 
-@lru_cache(maxsize=None)
+@cache
 def state_type(cls: type) -> type:
     """A TypedDict of an event class's stored fields, for msgspec to decode into."""
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -90,4 +90,4 @@ def state_type(cls: type) -> type:
         and typing.get_origin(hint) is not ClassVar
         and not isinstance(hint, TypeVar)
     }
-    return TypedDict(f"{cls.__qualname__}State", fields)  # type: ignore[operator]
+    return typing.cast(type, TypedDict(f"{cls.__qualname__}State", fields))  # type: ignore[operator]

@@ -37,7 +37,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
 )
 
 _CANONICAL = {name.casefold(): name for name in TEMPLATE_COLUMNS + OPTIONAL_COLUMNS}
-_DEFAULTS = ConnectionProfile(host="-")
+_DEFAULT_CONNECTION = ConnectionProfile(host="-")
 _COLUMN_OF_FIELD = {
     "serial": "meterNumber",
     "manufacturer": "brand",
@@ -241,11 +241,11 @@ def _spec(
     unparsed = len(problems)
     connection = ConnectionProfile(
         host=cell["ipAddress"],
-        port=_whole(cell, "port", _DEFAULTS.port, problems),
-        transport=_choice(cell, "transport", Transport, _DEFAULTS.transport, problems),
-        client_address=_whole(cell, "clientAddress", _DEFAULTS.client_address, problems),
-        server_address=_whole(cell, "serverAddress", _DEFAULTS.server_address, problems),
-        security=_choice(cell, "security", SecurityLevel, _DEFAULTS.security, problems),
+        port=_whole(cell, "port", _DEFAULT_CONNECTION.port, problems),
+        transport=_choice(cell, "transport", Transport, _DEFAULT_CONNECTION.transport, problems),
+        client_address=_whole(cell, "clientAddress", _DEFAULT_CONNECTION.client_address, problems),
+        server_address=_whole(cell, "serverAddress", _DEFAULT_CONNECTION.server_address, problems),
+        security=_choice(cell, "security", SecurityLevel, _DEFAULT_CONNECTION.security, problems),
     )
     region_given = bool(cell.get("region") or default_region)
     spec = MeterSpec(

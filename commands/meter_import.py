@@ -50,8 +50,12 @@ def import_meters(
                 unchanged += 1
             else:
                 errors.append(
-                    RowError(line=row.line, field="meterNumber", reason=result.message,
-                             serial=row.spec.serial)
+                    RowError(
+                        line=row.line,
+                        field="meterNumber",
+                        reason=result.message,
+                        serial=row.spec.serial,
+                    )
                 )
         if progress is not None:
             progress(len(batch))

@@ -103,9 +103,7 @@ class MeterRegistry(Application[UUID]):
         """Change how the head-end reaches the meter."""
         authorize(ctx.actor, "changeConnectionProfile")
         meta = ctx.meta("changeConnectionProfile", id_, connection)
-        return self._update(
-            id_, meta, lambda m: m.change_connection_profile(connection, meta)
-        )
+        return self._update(id_, meta, lambda m: m.change_connection_profile(connection, meta))
 
     def decommission_meter(self, id_: UUID, reason: str, ctx: CommandContext) -> Outcome:
         """Take the meter out of service for good."""
@@ -137,7 +135,9 @@ class MeterRegistry(Application[UUID]):
                 new.append(meter)
                 results.append(ImportRowResult(serial=spec.serial, status="created"))
                 continue
-            if existing.spec == spec and (customer is None or existing.customer_account == customer):
+            if existing.spec == spec and (
+                customer is None or existing.customer_account == customer
+            ):
                 results.append(ImportRowResult(serial=spec.serial, status="unchanged"))
             else:
                 results.append(_conflict(spec, _difference(existing, spec, customer)))

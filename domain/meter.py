@@ -150,9 +150,7 @@ class Meter(Aggregate):
 
     # -- commands ----------------------------------------------------------------------
 
-    def commission(
-        self, location: Location, customer_account: str | None, meta: EventMeta
-    ) -> None:
+    def commission(self, location: Location, customer_account: str | None, meta: EventMeta) -> None:
         """Record the meter as installed at a location, optionally for a customer."""
         self._ensure_active("commission")
         if self.status is MeterStatus.COMMISSIONED:

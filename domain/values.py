@@ -12,7 +12,7 @@ from domain.errors import Collector
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "ABC\n" through.
 SERIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-NAME_RE = re.compile(r"^[\w][\w .,'/&()-]{0,63}\Z")
+NAME_RE = re.compile(r"^[\w][\w .,'/&()+:-]{0,63}\Z")
 ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
@@ -63,30 +63,35 @@ class ConnectionProfile(msgspec.Struct, frozen=True, kw_only=True):
             errors.add(f"{prefix}.port", "range", f"port {self.port} is outside 1..65535")
         if not 1 <= self.client_address <= 0x7F:
             errors.add(
-                f"{prefix}.clientAddress", "range",
+                f"{prefix}.clientAddress",
+                "range",
                 f"client address {self.client_address} is outside 1..127",
             )
         if not 0 <= self.server_address <= 0x3FFF:
             errors.add(
-                f"{prefix}.serverAddress", "range",
+                f"{prefix}.serverAddress",
+                "range",
                 f"server address {self.server_address} is outside 0..16383",
             )
         if self.physical_address is not None:
             if self.transport is not Transport.HDLC:
                 errors.add(
-                    f"{prefix}.physicalAddress", "hdlc-only",
+                    f"{prefix}.physicalAddress",
+                    "hdlc-only",
                     "a physical address applies to HDLC only",
                 )
             elif not 0 <= self.physical_address <= 0x3FFF:
                 errors.add(
-                    f"{prefix}.physicalAddress", "range",
+                    f"{prefix}.physicalAddress",
+                    "range",
                     f"physical address {self.physical_address} is outside 0..16383",
                 )
         if self.security is SecurityLevel.NONE and self.client_address not in (16, 1):
             # A public association (client 16) is the only one a meter accepts without auth;
             # management client 1 is tolerated for lab meters configured that way.
             errors.add(
-                f"{prefix}.security", "public-client",
+                f"{prefix}.security",
+                "public-client",
                 "security NONE needs the public client address 16",
             )
 
@@ -134,7 +139,8 @@ class MeterSpec(msgspec.Struct, frozen=True, kw_only=True):
         errors = Collector()
         if not SERIAL_RE.match(self.serial):
             errors.add(
-                "serial", "format",
+                "serial",
+                "format",
                 "serial must be 1..64 letters, digits, '.', '_' or '-', starting alphanumeric",
             )
         for name in ("manufacturer", "model", "region", "area"):
@@ -155,8 +161,9 @@ def check_name(errors: Collector, field: str, value: str) -> None:
     """Record a broken rule if ``value`` is not a 1..64 character display name."""
     if not NAME_RE.match(value):
         errors.add(
-            camel(field), "format",
-            f"{camel(field)} must be 1..64 characters (letters, digits, spaces, .,'/&()-)",
+            camel(field),
+            "format",
+            f"{camel(field)} must be 1..64 characters (letters, digits, spaces, .,'/&()+:-)",
         )
 
 
@@ -164,7 +171,8 @@ def check_account(errors: Collector, field: str, value: str) -> None:
     """Record a broken rule if ``value`` is not a valid customer account number."""
     if not ACCOUNT_RE.match(value):
         errors.add(
-            field, "format",
+            field,
+            "format",
             "customer account must be 1..64 letters, digits, '.', '_', ':' or '-'",
         )
 

@@ -17,8 +17,11 @@ from rich.table import Table
 from commands.context import SYSTEM, Actor, CommandContext, Role
 from hes.settings import Settings, SettingsError
 
-app = typer.Typer(help="HES — event-sourced Head-End System for smart meters.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="HES — event-sourced Head-End System for smart meters.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
 projections_app = typer.Typer(help="Projection workers.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -61,8 +64,10 @@ def migrate() -> None:
     _logging(settings)
     with servers(settings, console) as resolved:
         report = asyncio.run(run_migrate(resolved.settings))
-    console.print(f"schema {report.schema}: applied {report.applied or 'nothing new'}; "
-                  f"streams {', '.join(report.streams)}")
+    console.print(
+        f"schema {report.schema}: applied {report.applied or 'nothing new'}; "
+        f"streams {', '.join(report.streams)}"
+    )
 
 
 @app.command()
@@ -103,20 +108,29 @@ def import_meters(
     with servers(settings, console) as resolved:
         registry = MeterRegistry(env=resolved.settings.eventsourcing_env())
         with Progress(
-            TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
             console=console,
         ) as bar:
             task = bar.add_task("rows", total=total)
             report = run_import(
-                registry, data, ctx, batch_size=settings.import_batch_size,
-                default_region=region, progress=lambda n: bar.advance(task, n),
+                registry,
+                data,
+                ctx,
+                batch_size=settings.import_batch_size,
+                default_region=region,
+                progress=lambda n: bar.advance(task, n),
             )
         registry.close()
     if json_output:
         print(msgspec.json.encode(report).decode())
     else:
-        console.print(f"rows {report.rows}: created {report.created}, "
-                      f"unchanged {report.unchanged}, rejected {report.rejected}")
+        console.print(
+            f"rows {report.rows}: created {report.created}, "
+            f"unchanged {report.unchanged}, rejected {report.rejected}"
+        )
         if report.errors:
             table = Table("line", "field", "reason")
             for e in report.errors:
@@ -144,3 +158,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,10 @@ class Container:
         self.settings = settings
         self.registry = MeterRegistry(env=settings.eventsourcing_env())
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=10, open=False,
+            settings.database_url,
+            min_size=1,
+            max_size=10,
+            open=False,
             kwargs={"autocommit": True},
         )
         self.meters = MeterQueries(self.pool, settings.db_schema)
@@ -32,8 +35,11 @@ class Container:
     async def open(self) -> None:
         """Open the read pool and the NATS connection."""
         await self.pool.open(wait=True, timeout=10)
+        assert self.settings.nats_url is not None
         self.nats = await nats.connect(
-            self.settings.nats_url, name="hes-api", max_reconnect_attempts=-1,
+            self.settings.nats_url,
+            name="hes-api",
+            max_reconnect_attempts=-1,
             connect_timeout=5,
         )
 

@@ -41,6 +41,7 @@ def migrate_database(settings: Settings) -> list[int]:
 
 async def migrate_streams(settings: Settings) -> list[str]:
     """Create or update this deployment's JetStream streams."""
+    assert settings.nats_url is not None
     nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=3)
     try:
         return await ensure_streams(nc.jetstream(), settings.nats_prefix)

@@ -88,13 +88,14 @@ def up(settings: Settings, console: Console) -> None:
         tokens = token_service(s)
         app = create_app(Container(s), tokens)
         base = f"http://{s.host}:{s.port}"
+        redis = _redact(s.redis_url) if s.redis_url else "not configured (in-process stores)"
         console.print(
             f"\n[bold]HES is up[/]\n"
             f"  API        {base}\n"
             f"  GraphQL    {base}/graphql  (GraphiQL in a browser)\n"
             f"  OpenAPI    {base}/schema\n"
             f"  Health     {base}/health/ready\n"
-            f"  Redis      {_redact(s.redis_url) if s.redis_url else 'not configured (in-process stores)'}\n"
+            f"  Redis      {redis}\n"
             f"  Token      .venv/bin/hes token --role admin\n"
         )
         try:

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}\Z")
 
 
 class SettingsError(ValueError):
@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if not 0 < self.port < 65536:
             raise SettingsError(f"HES_PORT={self.port}: must be between 1 and 65535")
-        if self.nats_prefix and not re.match(r"^[A-Za-z0-9_]+$", self.nats_prefix):
+        if self.nats_prefix and not re.fullmatch(r"[A-Za-z0-9_]+", self.nats_prefix):
             raise SettingsError(
                 f"HES_NATS_PREFIX={self.nats_prefix!r}: letters, digits and '_' only"
             )

@@ -65,8 +65,9 @@ class SupervisedProjection:
                         if runner.is_interrupted.is_set():
                             break
             except Exception:
-                log.exception("projection %s failed; restarting in %.1fs",
-                              MetersProjection.name, backoff)
+                log.exception(
+                    "projection %s failed; restarting in %.1fs", MetersProjection.name, backoff
+                )
                 self.restarts += 1
             finally:
                 self._runner = None

@@ -41,7 +41,9 @@ class MetersProjection(Projection[MetersView]):
     @process_event.register
     def _(self, e: Meter.Commissioned, tracking: Tracking) -> None:
         columns: dict[str, Any] = {
-            "status": "COMMISSIONED", "location": e.location, "commissioned_at": e.timestamp,
+            "status": "COMMISSIONED",
+            "location": e.location,
+            "commissioned_at": e.timestamp,
         }
         if e.customer_account is not None:
             columns["customer_account"] = e.customer_account
@@ -50,7 +52,10 @@ class MetersProjection(Projection[MetersView]):
     @process_event.register
     def _(self, e: Meter.CustomerAssigned, tracking: Tracking) -> None:
         self.view.changed(
-            e.originator_id, e.originator_version, e.timestamp, tracking,
+            e.originator_id,
+            e.originator_version,
+            e.timestamp,
+            tracking,
             customer_account=e.customer_account,
         )
 
@@ -63,13 +68,21 @@ class MetersProjection(Projection[MetersView]):
     @process_event.register
     def _(self, e: Meter.ConnectionProfileChanged, tracking: Tracking) -> None:
         self.view.changed(
-            e.originator_id, e.originator_version, e.timestamp, tracking,
+            e.originator_id,
+            e.originator_version,
+            e.timestamp,
+            tracking,
             connection=e.connection,
         )
 
     @process_event.register
     def _(self, e: Meter.Decommissioned, tracking: Tracking) -> None:
         self.view.changed(
-            e.originator_id, e.originator_version, e.timestamp, tracking,
-            status="DECOMMISSIONED", decommissioned_at=e.timestamp, decommission_reason=e.reason,
+            e.originator_id,
+            e.originator_version,
+            e.timestamp,
+            tracking,
+            status="DECOMMISSIONED",
+            decommissioned_at=e.timestamp,
+            decommission_reason=e.reason,
         )

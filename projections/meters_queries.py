@@ -149,9 +149,9 @@ class MeterQueries:
             row = await (await conn.execute(query)).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
-    async def wait_for(self, notification_id: int, timeout: float) -> bool:
-        """Wait until the projection has applied ``notification_id``; False on timeout."""
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, notification_id: int, seconds: float) -> bool:
+        """Wait up to ``seconds`` until the projection applied ``notification_id``; False if not."""
+        deadline = time.monotonic() + seconds
         pause = 0.002
         while True:
             if await self.applied_position() >= notification_id:

@@ -44,12 +44,20 @@ class MetersView(PostgresTrackingRecorder):
                 %(version)s, 1)
             """,
             {
-                "id": id_, "serial": spec.serial, "manufacturer": spec.manufacturer,
-                "model": spec.model, "firmware": spec.firmware, "meter_type": spec.meter_type,
-                "phases": spec.phases, "region": spec.region, "area": spec.area,
+                "id": id_,
+                "serial": spec.serial,
+                "manufacturer": spec.manufacturer,
+                "model": spec.model,
+                "firmware": spec.firmware,
+                "meter_type": spec.meter_type,
+                "phases": spec.phases,
+                "region": spec.region,
+                "area": spec.area,
                 "connection": _json.encode(spec.connection).decode(),
-                "concentrator_id": spec.concentrator_id, "sim_card": spec.sim_card,
-                "at": at, "version": version,
+                "concentrator_id": spec.concentrator_id,
+                "sim_card": spec.sim_card,
+                "at": at,
+                "version": version,
             },
         )
 
@@ -65,7 +73,9 @@ class MetersView(PostgresTrackingRecorder):
         params.update(id=id_, version=version, at=at)
         self._apply(
             tracking,
-            "UPDATE {schema}.meters SET " + assignments + (", " if assignments else "")
+            "UPDATE {schema}.meters SET "
+            + assignments
+            + (", " if assignments else "")
             + "updated_at = %(at)s, version = %(version)s, "
             "events_applied = events_applied + 1 WHERE id = %(id)s",
             params,

@@ -75,8 +75,9 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> list[int]:
                 continue
             conn.execute(sql.SQL(statement).format(schema=ident))  # type: ignore[arg-type]
             conn.execute(
-                sql.SQL("INSERT INTO {}.schema_migrations (version, description) VALUES (%s, %s)")
-                .format(ident),
+                sql.SQL(
+                    "INSERT INTO {}.schema_migrations (version, description) VALUES (%s, %s)"
+                ).format(ident),
                 (version, description),
             )
             log.info("applied migration %d: %s", version, description)

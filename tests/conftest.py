@@ -51,7 +51,9 @@ def settings(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
     asyncio.run(migrate(s))
     yield s
     with psycopg.connect(services.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s.db_schema)))
+        conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s.db_schema))
+        )
 
     async def drop_streams() -> None:
         nc = await nats.connect(services.nats_url)

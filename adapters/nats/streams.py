@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -56,7 +58,5 @@ async def ensure_streams(js: JetStreamContext, prefix: str = "") -> list[str]:
 async def delete_streams(js: JetStreamContext, prefix: str) -> None:
     """Delete this prefix's streams (test isolation clean-up)."""
     for spec in STREAMS:
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(f"{prefix}{spec.name}")
-        except NotFoundError:
-            pass

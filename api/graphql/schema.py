@@ -15,19 +15,20 @@ from strawberry.types import Info
 from api.auth import Unauthenticated
 from api.context import InvalidHeader, RequestContext
 from api.graphql.types import (
+    ConnectionInput,
+    FieldProblem,
     ForbiddenError,
     LocationInput,
     Meter,
     MeterConnection,
     MeterEdge,
     MeterFilterInput,
+    MeterOrError,
     MeterResult,
     NotFoundError,
     PageInfo,
     RegisterMeterInput,
-    ConnectionInput,
     ValidationError,
-    FieldProblem,
     error_value,
 )
 from api.presenters import present
@@ -87,20 +88,27 @@ class Query:
         customer = f.customer_account
         if actor.roles == {Role.CUSTOMER}:
             if customer is not None and customer != actor.customer_account:
-                return MeterConnection(edges=[], page_info=PageInfo(has_next_page=False, end_cursor=None))
+                return MeterConnection(
+                    edges=[], page_info=PageInfo(has_next_page=False, end_cursor=None)
+                )
             customer = actor.customer_account
         elif not may_read_meter(actor, None):
             raise GraphQLError("your roles may not read meters", extensions={"code": "FORBIDDEN"})
         try:
             page = await info.context.container.meters.page(
-                MeterFilter(region=f.region, area=f.area, status=f.status, customer_account=customer),
+                MeterFilter(
+                    region=f.region, area=f.area, status=f.status, customer_account=customer
+                ),
                 first,
                 after,
             )
         except InvalidCursor as exc:
             raise _bad_request(str(exc)) from None
         return MeterConnection(
-            edges=[MeterEdge(cursor=encode_cursor(r.serial), node=Meter.from_row(r)) for r in page.items],
+            edges=[
+                MeterEdge(cursor=encode_cursor(r.serial), node=Meter.from_row(r))
+                for r in page.items
+            ],
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
         )
 
@@ -115,7 +123,9 @@ class Query:
         if (id is None) == (serial is None):
             raise _bad_request("meter: give exactly one of id or serial")
         queries = info.context.container.meters
-        row = await (queries.by_id(_parse_id(id)) if id is not None else queries.by_serial(serial or ""))
+        row = await (
+            queries.by_id(_parse_id(id)) if id is not None else queries.by_serial(serial or "")
+        )
         if row is None or not may_read_meter(actor, row.customer_account):
             return None  # a customer cannot even learn that another's meter exists
         return Meter.from_row(row)
@@ -126,13 +136,14 @@ async def _run(
     idempotency_key: str | None,
     wait: bool,
     command: Callable[[CommandContext], Outcome],
-) -> Any:
+) -> MeterOrError:
     context = info.context
     try:
         ctx = context.command(idempotency_key)
     except InvalidHeader as exc:
         return ValidationError(
-            message=str(exc), code="VALIDATION",
+            message=str(exc),
+            code="VALIDATION",
             fields=[FieldProblem(field="idempotencyKey", rule="format", message=str(exc))],
         )
     try:
@@ -143,11 +154,7 @@ async def _run(
     return Meter.from_row(await present(outcome, context.container.meters, wait_seconds))
 
 
-_WAIT = "Wait (bounded) until the read model shows the change before answering."
-_KEY = "Retrying with the same key never records the command twice."
-
-
-def _meter_id(info: ContextInfo, value: str) -> UUID | NotFoundError:
+def _meter_id(value: str) -> UUID | NotFoundError:
     try:
         return UUID(value)
     except ValueError:
@@ -158,8 +165,11 @@ def _meter_id(info: ContextInfo, value: str) -> UUID | NotFoundError:
 class Mutation:
     @strawberry.mutation(permission_classes=[IsAuthenticated], description="Register a new meter.")
     async def register_meter(
-        self, info: ContextInfo, input: RegisterMeterInput,
-        idempotency_key: str | None = None, wait: bool = True,
+        self,
+        info: ContextInfo,
+        input: RegisterMeterInput,
+        idempotency_key: str | None = None,
+        wait: bool = True,
     ) -> MeterResult:
         registry = info.context.container.registry
         spec = input.to_domain()
@@ -170,40 +180,60 @@ class Mutation:
         description="Record a meter as installed at a location, optionally for a customer.",
     )
     async def commission_meter(
-        self, info: ContextInfo, id: strawberry.ID, location: LocationInput,
+        self,
+        info: ContextInfo,
+        id: strawberry.ID,
+        location: LocationInput,
         customer_account: str | None = None,
-        idempotency_key: str | None = None, wait: bool = True,
+        idempotency_key: str | None = None,
+        wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(info, id)
+        meter_id = _meter_id(id)
         if isinstance(meter_id, NotFoundError):
             return meter_id
         registry = info.context.container.registry
         loc = location.to_domain()
         return await _run(
-            info, idempotency_key, wait,
+            info,
+            idempotency_key,
+            wait,
             lambda c: registry.commission_meter(meter_id, loc, customer_account, c),
         )
 
-    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Assign a customer account.")
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated], description="Assign a customer account."
+    )
     async def assign_customer(
-        self, info: ContextInfo, id: strawberry.ID, customer_account: str,
-        idempotency_key: str | None = None, wait: bool = True,
+        self,
+        info: ContextInfo,
+        id: strawberry.ID,
+        customer_account: str,
+        idempotency_key: str | None = None,
+        wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(info, id)
+        meter_id = _meter_id(id)
         if isinstance(meter_id, NotFoundError):
             return meter_id
         registry = info.context.container.registry
         return await _run(
-            info, idempotency_key, wait,
+            info,
+            idempotency_key,
+            wait,
             lambda c: registry.assign_customer(meter_id, customer_account, c),
         )
 
-    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Remove the customer account.")
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated], description="Remove the customer account."
+    )
     async def unassign_customer(
-        self, info: ContextInfo, id: strawberry.ID, reason: str,
-        idempotency_key: str | None = None, wait: bool = True,
+        self,
+        info: ContextInfo,
+        id: strawberry.ID,
+        reason: str,
+        idempotency_key: str | None = None,
+        wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(info, id)
+        meter_id = _meter_id(id)
         if isinstance(meter_id, NotFoundError):
             return meter_id
         registry = info.context.container.registry
@@ -211,27 +241,41 @@ class Mutation:
             info, idempotency_key, wait, lambda c: registry.unassign_customer(meter_id, reason, c)
         )
 
-    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Change how the meter is reached.")
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated], description="Change how the meter is reached."
+    )
     async def change_connection_profile(
-        self, info: ContextInfo, id: strawberry.ID, connection: ConnectionInput,
-        idempotency_key: str | None = None, wait: bool = True,
+        self,
+        info: ContextInfo,
+        id: strawberry.ID,
+        connection: ConnectionInput,
+        idempotency_key: str | None = None,
+        wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(info, id)
+        meter_id = _meter_id(id)
         if isinstance(meter_id, NotFoundError):
             return meter_id
         registry = info.context.container.registry
         profile = connection.to_domain()
         return await _run(
-            info, idempotency_key, wait,
+            info,
+            idempotency_key,
+            wait,
             lambda c: registry.change_connection_profile(meter_id, profile, c),
         )
 
-    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Take a meter out of service for good.")
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated], description="Take a meter out of service for good."
+    )
     async def decommission_meter(
-        self, info: ContextInfo, id: strawberry.ID, reason: str,
-        idempotency_key: str | None = None, wait: bool = True,
+        self,
+        info: ContextInfo,
+        id: strawberry.ID,
+        reason: str,
+        idempotency_key: str | None = None,
+        wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(info, id)
+        meter_id = _meter_id(id)
         if isinstance(meter_id, NotFoundError):
             return meter_id
         registry = info.context.container.registry

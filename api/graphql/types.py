@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
 import strawberry
 
@@ -85,9 +85,13 @@ class Meter:
             if row.location
             else None,
             connection=Connection(
-                host=c.host, port=c.port, transport=c.transport,
-                client_address=c.client_address, server_address=c.server_address,
-                physical_address=c.physical_address, security=c.security,
+                host=c.host,
+                port=c.port,
+                transport=c.transport,
+                client_address=c.client_address,
+                server_address=c.server_address,
+                physical_address=c.physical_address,
+                security=c.security,
             ),
             concentrator_id=row.concentrator_id,
             sim_card=row.sim_card,
@@ -139,9 +143,13 @@ class ConnectionInput:
     def to_domain(self) -> ConnectionProfile:
         """Domain value of this input."""
         return ConnectionProfile(
-            host=self.host, port=self.port, transport=self.transport,
-            client_address=self.client_address, server_address=self.server_address,
-            physical_address=self.physical_address, security=self.security,
+            host=self.host,
+            port=self.port,
+            transport=self.transport,
+            client_address=self.client_address,
+            server_address=self.server_address,
+            physical_address=self.physical_address,
+            security=self.security,
         )
 
 
@@ -162,10 +170,17 @@ class RegisterMeterInput:
     def to_domain(self) -> MeterSpec:
         """Domain value of this input."""
         return MeterSpec(
-            serial=self.serial, manufacturer=self.manufacturer, model=self.model,
-            firmware=self.firmware, phases=self.phases, region=self.region, area=self.area,
-            connection=self.connection.to_domain(), meter_type=self.meter_type,
-            concentrator_id=self.concentrator_id, sim_card=self.sim_card,
+            serial=self.serial,
+            manufacturer=self.manufacturer,
+            model=self.model,
+            firmware=self.firmware,
+            phases=self.phases,
+            region=self.region,
+            area=self.area,
+            connection=self.connection.to_domain(),
+            meter_type=self.meter_type,
+            concentrator_id=self.concentrator_id,
+            sim_card=self.sim_card,
         )
 
 
@@ -216,10 +231,9 @@ class ForbiddenError(Error):
     pass
 
 
-MeterResult = Annotated[
-    Meter | ValidationError | NotFoundError | ConflictError | ForbiddenError,
-    strawberry.union("MeterResult"),
-]
+CommandError: TypeAlias = ValidationError | NotFoundError | ConflictError | ForbiddenError
+MeterOrError: TypeAlias = Meter | CommandError
+MeterResult = Annotated[MeterOrError, strawberry.union("MeterResult")]
 
 
 def validation_error(errors: list[FieldError]) -> ValidationError:
@@ -232,11 +246,12 @@ def validation_error(errors: list[FieldError]) -> ValidationError:
     )
 
 
-def error_value(exc: DomainError) -> Error:
+def error_value(exc: DomainError) -> CommandError:
     """GraphQL error value of a domain error."""
     if isinstance(exc, ValidationFailed):
         return validation_error(exc.errors)
-    kinds: dict[str, type[Error]] = {
-        "NOT_FOUND": NotFoundError, "CONFLICT": ConflictError, "FORBIDDEN": ForbiddenError,
-    }
-    return kinds.get(exc.code, ConflictError)(message=exc.message, code=exc.code)
+    if exc.code == "NOT_FOUND":
+        return NotFoundError(message=exc.message, code=exc.code)
+    if exc.code == "FORBIDDEN":
+        return ForbiddenError(message=exc.message, code=exc.code)
+    return ConflictError(message=exc.message, code=exc.code)

@@ -64,10 +64,17 @@ class RegisterMeterBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel
     def to_domain(self) -> MeterSpec:
         """Domain value of this body."""
         return MeterSpec(
-            serial=self.serial, manufacturer=self.manufacturer, model=self.model,
-            firmware=self.firmware, phases=self.phases, region=self.region, area=self.area,
-            connection=self.connection.to_domain(), meter_type=self.meter_type,
-            concentrator_id=self.concentrator_id, sim_card=self.sim_card,
+            serial=self.serial,
+            manufacturer=self.manufacturer,
+            model=self.model,
+            firmware=self.firmware,
+            phases=self.phases,
+            region=self.region,
+            area=self.area,
+            connection=self.connection.to_domain(),
+            meter_type=self.meter_type,
+            concentrator_id=self.concentrator_id,
+            sim_card=self.sim_card,
         )
 
 

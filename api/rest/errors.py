@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from api.auth import Unauthenticated
 from api.context import InvalidHeader
@@ -16,12 +17,21 @@ _STATUS = {"VALIDATION": 422, "NOT_FOUND": 404, "CONFLICT": 409, "FORBIDDEN": 40
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, code: str, detail: str, errors: list[ProblemField] | None = None,
-            headers: dict[str, str] | None = None) -> Response[Problem]:
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    errors: list[ProblemField] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
     """A problem-details response."""
     body = Problem(
-        type=f"urn:hes:error:{code.lower()}", title=code.replace("_", " ").capitalize(),
-        status=status, detail=detail, code=code, errors=errors or [],
+        type=f"urn:hes:error:{code.lower()}",
+        title=code.replace("_", " ").capitalize(),
+        status=status,
+        detail=detail,
+        code=code,
+        errors=errors or [],
     )
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
@@ -30,15 +40,17 @@ def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Proble
     """422/404/409/403 for a refused command."""
     fields = (
         [ProblemField(e.field, e.rule, e.message) for e in exc.errors]
-        if isinstance(exc, ValidationFailed) else None
+        if isinstance(exc, ValidationFailed)
+        else None
     )
     return problem(_STATUS.get(exc.code, 409), exc.code, exc.message, fields)
 
 
 def unauthenticated(_: Request[Any, Any, Any], exc: Unauthenticated) -> Response[Problem]:
     """401 with the reason and the scheme to use."""
-    return problem(401, "UNAUTHENTICATED", str(exc),
-                   headers={"WWW-Authenticate": 'Bearer realm="hes"'})
+    return problem(
+        401, "UNAUTHENTICATED", str(exc), headers={"WWW-Authenticate": 'Bearer realm="hes"'}
+    )
 
 
 def invalid_header(_: Request[Any, Any, Any], exc: InvalidHeader) -> Response[Problem]:
@@ -64,7 +76,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Proble
     return problem(exc.status_code, code, exc.detail, headers=exc.headers)
 
 
-HANDLERS: dict[type[Exception], Any] = {
+HANDLERS: ExceptionHandlersMap = {
     DomainError: domain_error,
     Unauthenticated: unauthenticated,
     InvalidHeader: invalid_header,

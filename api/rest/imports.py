@@ -26,32 +26,43 @@ class MeterImports(Controller):
     async def template(self) -> Response[str]:
         """The CSV template (header and one example row) that the import accepts."""
         return Response(
-            template_csv(), media_type="text/csv",
+            template_csv(),
+            media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="meters-template.csv"'},
         )
 
     @post(
-        "/api/v1/imports/meters", status_code=200, summary="Import meters from CSV",
+        "/api/v1/imports/meters",
+        status_code=200,
+        summary="Import meters from CSV",
         request_max_body_size=MAX_IMPORT_BYTES,
     )
     async def upload(
         self,
         ctx: NamedDependency[RequestContext],
         data: MultipartBody[UploadFile],
-        region: Annotated[str | None, QueryParameter(name="region", required=False,
-                          description="Region for rows without a region column")] = None,
+        region: Annotated[
+            str | None,
+            QueryParameter(
+                name="region", required=False, description="Region for rows without a region column"
+            ),
+        ] = None,
     ) -> ImportReport:
         """Register every valid row; report each bad row by line, field and reason."""
         command_ctx = ctx.command(None)
         content = await data.read()
         batch = ctx.container.settings.import_batch_size
         report = await anyio.to_thread.run_sync(
-            lambda: import_meters(ctx.container.registry, content, command_ctx,
-                                  batch_size=batch, default_region=region)
+            lambda: import_meters(
+                ctx.container.registry,
+                content,
+                command_ctx,
+                batch_size=batch,
+                default_region=region,
+            )
         )
         if report.last_position is not None:
             await ctx.container.meters.wait_for(
                 report.last_position, ctx.container.settings.projection_wait_seconds
             )
         return report
-

@@ -35,8 +35,9 @@ def count_events(settings: Settings, serial: str) -> int:
 
 
 async def register(client: Client, auth: Auth, serial: str, **overrides: object) -> dict:
-    body = await gql(client, REGISTER, {"input": meter_input(serial, **overrides)},
-                     auth(Role.OPERATOR))
+    body = await gql(
+        client, REGISTER, {"input": meter_input(serial, **overrides)}, auth(Role.OPERATOR)
+    )
     result: dict = body["data"]["registerMeter"]
     return result
 
@@ -58,8 +59,12 @@ async def test_register_then_query_shows_meter(client: Client, auth: Auth) -> No
     serials = [e["node"]["serial"] for e in body["data"]["meters"]["edges"]]
     assert serial in serials
 
-    by_serial = await gql(client, "query($s: String) { meter(serial: $s) { id serial } }",
-                          {"s": serial.lower()}, auth(Role.VIEWER))
+    by_serial = await gql(
+        client,
+        "query($s: String) { meter(serial: $s) { id serial } }",
+        {"s": serial.lower()},
+        auth(Role.VIEWER),
+    )
     assert by_serial["data"]["meter"]["id"] == result["id"]
 
 
@@ -71,43 +76,52 @@ async def test_full_lifecycle_is_recorded_with_actor(
     mid = meter["id"]
     commission = await gql(
         client,
-        "mutation($id: ID!) { commissionMeter(id: $id, location: {address: \"1 Grid Rd\","
-        " latitude: 52.1, longitude: 4.3}, customerAccount: \"ACC-1\") { __typename "
-        + METER_FIELDS + " } }",
-        {"id": mid}, auth(Role.OPERATOR, subject="olga"),
+        'mutation($id: ID!) { commissionMeter(id: $id, location: {address: "1 Grid Rd",'
+        ' latitude: 52.1, longitude: 4.3}, customerAccount: "ACC-1") { __typename '
+        + METER_FIELDS
+        + " } }",
+        {"id": mid},
+        auth(Role.OPERATOR, subject="olga"),
     )
     assert commission["data"]["commissionMeter"]["status"] == "COMMISSIONED"
     assert commission["data"]["commissionMeter"]["customerAccount"] == "ACC-1"
 
     change = await gql(
         client,
-        "mutation($id: ID!) { changeConnectionProfile(id: $id, connection: {host: \"meter-7.grid\","
+        'mutation($id: ID!) { changeConnectionProfile(id: $id, connection: {host: "meter-7.grid",'
         " port: 4061, transport: HDLC, physicalAddress: 17}) { __typename " + METER_FIELDS + " } }",
-        {"id": mid}, auth(Role.OPERATOR),
+        {"id": mid},
+        auth(Role.OPERATOR),
     )
     assert change["data"]["changeConnectionProfile"]["connection"]["transport"] == "HDLC"
 
     assign = await gql(
         client,
-        "mutation($id: ID!) { assignCustomer(id: $id, customerAccount: \"ACC-2\") { __typename "
-        + METER_FIELDS + " } }",
-        {"id": mid}, auth(Role.OPERATOR),
+        'mutation($id: ID!) { assignCustomer(id: $id, customerAccount: "ACC-2") { __typename '
+        + METER_FIELDS
+        + " } }",
+        {"id": mid},
+        auth(Role.OPERATOR),
     )
     assert assign["data"]["assignCustomer"]["customerAccount"] == "ACC-2"
 
     unassign = await gql(
         client,
-        "mutation($id: ID!) { unassignCustomer(id: $id, reason: \"moved out\") { __typename "
-        + METER_FIELDS + " } }",
-        {"id": mid}, auth(Role.OPERATOR),
+        'mutation($id: ID!) { unassignCustomer(id: $id, reason: "moved out") { __typename '
+        + METER_FIELDS
+        + " } }",
+        {"id": mid},
+        auth(Role.OPERATOR),
     )
     assert unassign["data"]["unassignCustomer"]["customerAccount"] is None
 
     gone = await gql(
         client,
-        "mutation($id: ID!) { decommissionMeter(id: $id, reason: \"replaced\") { __typename "
-        + METER_FIELDS + " } }",
-        {"id": mid}, auth(Role.ADMIN, subject="ada"),
+        'mutation($id: ID!) { decommissionMeter(id: $id, reason: "replaced") { __typename '
+        + METER_FIELDS
+        + " } }",
+        {"id": mid},
+        auth(Role.ADMIN, subject="ada"),
     )
     assert gone["data"]["decommissionMeter"]["status"] == "DECOMMISSIONED"
     assert gone["data"]["decommissionMeter"]["version"] == 6
@@ -120,8 +134,14 @@ async def test_full_lifecycle_is_recorded_with_actor(
             (meter_id(serial),),
         ).fetchall()
     topics = [t.rsplit(".", 1)[-1] for t, _ in rows]
-    assert topics == ["Registered", "Commissioned", "ConnectionProfileChanged",
-                      "CustomerAssigned", "CustomerUnassigned", "Decommissioned"]
+    assert topics == [
+        "Registered",
+        "Commissioned",
+        "ConnectionProfileChanged",
+        "CustomerAssigned",
+        "CustomerUnassigned",
+        "Decommissioned",
+    ]
     actors = [bytes(state).decode() for _, state in rows]
     assert '"actor":"olga"' in actors[1] and '"actor":"ada"' in actors[5]
     assert all('"correlation_id":"' in a for a in actors)
@@ -129,21 +149,29 @@ async def test_full_lifecycle_is_recorded_with_actor(
 
 async def test_validation_error_names_every_field(client: Client, auth: Auth) -> None:
     result = await register(
-        client, auth, "bad serial!", phases=2,
+        client,
+        auth,
+        "bad serial!",
+        phases=2,
         connection={"host": "not a host", "port": 70000},
     )
     assert result["__typename"] == "ValidationError"
     fields = {(f["field"], f["rule"]) for f in result["fields"]}
-    assert {("serial", "format"), ("phases", "allowed"), ("connection.host", "host"),
-            ("connection.port", "range")} <= fields
+    assert {
+        ("serial", "format"),
+        ("phases", "allowed"),
+        ("connection.host", "host"),
+        ("connection.port", "range"),
+    } <= fields
 
 
 async def test_not_found_conflict_and_forbidden_are_typed(client: Client, auth: Auth) -> None:
     missing = await gql(
         client,
-        "mutation { assignCustomer(id: \"00000000-0000-0000-0000-000000000000\","
-        " customerAccount: \"A\") { __typename " + METER_FIELDS + " } }",
-        None, auth(Role.OPERATOR),
+        'mutation { assignCustomer(id: "00000000-0000-0000-0000-000000000000",'
+        ' customerAccount: "A") { __typename ' + METER_FIELDS + " } }",
+        None,
+        auth(Role.OPERATOR),
     )
     assert missing["data"]["assignCustomer"]["__typename"] == "NotFoundError"
 
@@ -153,24 +181,30 @@ async def test_not_found_conflict_and_forbidden_are_typed(client: Client, auth: 
     assert again["__typename"] == "ConflictError"
     assert "already registered" in again["message"]
 
-    forbidden = await gql(client, REGISTER, {"input": meter_input(new_serial())},
-                          auth(Role.VIEWER))
+    forbidden = await gql(client, REGISTER, {"input": meter_input(new_serial())}, auth(Role.VIEWER))
     assert forbidden["data"]["registerMeter"]["__typename"] == "ForbiddenError"
 
     mid = str(meter_id(serial))
     not_admin = await gql(
         client,
-        "mutation($id: ID!) { decommissionMeter(id: $id, reason: \"x\") { __typename } }",
-        {"id": mid}, auth(Role.OPERATOR),
+        'mutation($id: ID!) { decommissionMeter(id: $id, reason: "x") { __typename } }',
+        {"id": mid},
+        auth(Role.OPERATOR),
     )
     assert not_admin["data"]["decommissionMeter"]["__typename"] == "ForbiddenError"
-    await gql(client, "mutation($id: ID!) { decommissionMeter(id: $id, reason: \"x\") "
-              "{ __typename } }", {"id": mid}, auth(Role.ADMIN))
+    await gql(
+        client,
+        'mutation($id: ID!) { decommissionMeter(id: $id, reason: "x") { __typename } }',
+        {"id": mid},
+        auth(Role.ADMIN),
+    )
     after = await gql(
         client,
-        "mutation($id: ID!) { assignCustomer(id: $id, customerAccount: \"B\") { __typename "
-        + METER_FIELDS + " } }",
-        {"id": mid}, auth(Role.OPERATOR),
+        'mutation($id: ID!) { assignCustomer(id: $id, customerAccount: "B") { __typename '
+        + METER_FIELDS
+        + " } }",
+        {"id": mid},
+        auth(Role.OPERATOR),
     )
     assert after["data"]["assignCustomer"]["__typename"] == "ConflictError"
     assert "decommissioned" in after["data"]["assignCustomer"]["message"]
@@ -196,15 +230,23 @@ async def test_idempotency_key_records_events_once(
     client: Client, auth: Auth, settings: Settings
 ) -> None:
     serial = new_serial()
-    first = await gql(client, REGISTER, {"input": meter_input(serial), "key": "reg-" + serial},
-                      auth(Role.OPERATOR))
-    retry = await gql(client, REGISTER, {"input": meter_input(serial), "key": "reg-" + serial},
-                      auth(Role.OPERATOR))
+    first = await gql(
+        client,
+        REGISTER,
+        {"input": meter_input(serial), "key": "reg-" + serial},
+        auth(Role.OPERATOR),
+    )
+    retry = await gql(
+        client,
+        REGISTER,
+        {"input": meter_input(serial), "key": "reg-" + serial},
+        auth(Role.OPERATOR),
+    )
     assert first["data"]["registerMeter"]["__typename"] == "Meter"
     assert retry["data"]["registerMeter"]["__typename"] == "Meter"
     mid = first["data"]["registerMeter"]["id"]
     assign = (
-        "mutation($id: ID!, $key: String) { assignCustomer(id: $id, customerAccount: \"C-9\","
+        'mutation($id: ID!, $key: String) { assignCustomer(id: $id, customerAccount: "C-9",'
         " idempotencyKey: $key) { __typename " + METER_FIELDS + " } }"
     )
     for _ in range(3):
@@ -212,9 +254,10 @@ async def test_idempotency_key_records_events_once(
         assert r["data"]["assignCustomer"]["version"] == 2
     reused = await gql(
         client,
-        "mutation($id: ID!) { unassignCustomer(id: $id, reason: \"x\", idempotencyKey: "
-        "\"assign-1\") { __typename ... on ConflictError { message } } }",
-        {"id": mid}, auth(Role.OPERATOR),
+        'mutation($id: ID!) { unassignCustomer(id: $id, reason: "x", idempotencyKey: '
+        '"assign-1") { __typename ... on ConflictError { message } } }',
+        {"id": mid},
+        auth(Role.OPERATOR),
     )
     assert reused["data"]["unassignCustomer"]["__typename"] == "ConflictError"
     assert count_events(settings, serial) == 2
@@ -240,8 +283,7 @@ async def test_pagination_walks_every_meter_once(client: Client, auth: Auth) -> 
         after = page["pageInfo"]["endCursor"]
     assert seen == serials
 
-    bad = await gql(client, "{ meters(after: \"!!\") { edges { cursor } } }", None,
-                    auth(Role.VIEWER))
+    bad = await gql(client, '{ meters(after: "!!") { edges { cursor } } }', None, auth(Role.VIEWER))
     assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
@@ -249,13 +291,19 @@ async def test_customer_sees_only_own_meters(client: Client, auth: Auth) -> None
     mine, theirs = new_serial(), new_serial()
     for serial, account in ((mine, "CUST-MINE"), (theirs, "CUST-THEIRS")):
         m = await register(client, auth, serial)
-        await gql(client, "mutation($id: ID!, $a: String!) { assignCustomer(id: $id, "
-                  "customerAccount: $a) { __typename } }", {"id": m["id"], "a": account},
-                  auth(Role.OPERATOR))
+        await gql(
+            client,
+            "mutation($id: ID!, $a: String!) { assignCustomer(id: $id, "
+            "customerAccount: $a) { __typename } }",
+            {"id": m["id"], "a": account},
+            auth(Role.OPERATOR),
+        )
     customer = auth(Role.CUSTOMER, customer="CUST-MINE")
-    listed = await gql(client, "{ meters(first: 500) { edges { node { serial } } } }", None,
-                       customer)
+    listed = await gql(
+        client, "{ meters(first: 500) { edges { node { serial } } } }", None, customer
+    )
     assert [e["node"]["serial"] for e in listed["data"]["meters"]["edges"]] == [mine]
-    other = await gql(client, "query($s: String) { meter(serial: $s) { serial } }",
-                      {"s": theirs}, customer)
+    other = await gql(
+        client, "query($s: String) { meter(serial: $s) { serial } }", {"s": theirs}, customer
+    )
     assert other["data"]["meter"] is None

@@ -29,7 +29,7 @@ GOOD: dict[str, str] = {
 CONNECTION_AND_PHASES = ("phases", "transport", "clientAddress", "serverAddress", "security")
 
 
-def row(columns: tuple[str, ...] = TEMPLATE_COLUMNS, **cells: str) -> str:
+def row(columns: tuple[str, ...] = TEMPLATE_COLUMNS, /, **cells: str) -> str:
     """One CSV line of GOOD values with ``cells`` overriding, in ``columns`` order."""
     values = GOOD | cells
     return ",".join(values.get(column, "") for column in columns)
@@ -368,7 +368,7 @@ def test_bad_area_used_as_region_is_reported_once() -> None:
 def test_every_bad_field_of_a_row_is_reported_and_good_rows_survive() -> None:
     bad = row(
         meterNumber="bad serial",
-        brand="Landis+Gyr",
+        brand="Kaifa*",
         port="x",
         ipAddress="300.1.1.1",
         customer="no spaces allowed",

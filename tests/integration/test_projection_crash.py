@@ -1,0 +1,152 @@
+"""Kill the projection worker at random moments; every event is still applied exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nats
+import psycopg
+import pytest
+from psycopg import sql
+
+from adapters.nats.streams import delete_streams
+from commands.context import SYSTEM, CommandContext
+from commands.meters import MeterRegistry
+from domain.meter import Meter
+from domain.values import ConnectionProfile, Location, MeterSpec
+from hes.migrate import migrate
+from hes.settings import Settings
+from tests.conftest import RUN_ID, new_serial
+from tests.services import Services
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+METERS = 300
+EVENTS_PER_METER = 4
+
+
+def _worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HES_DATABASE_URL": settings.database_url or "",
+        "HES_NATS_URL": settings.nats_url or "",
+        "HES_DB_SCHEMA": settings.db_schema,
+        "HES_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "hes.cli", "projections", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _write_meters(registry: MeterRegistry) -> None:
+    ctx = CommandContext(actor=SYSTEM)
+    for _ in range(METERS):
+        meta = ctx.meta("test")
+        spec = MeterSpec(
+            serial=new_serial("K"),
+            manufacturer="Acme",
+            model="K1",
+            firmware="1",
+            phases=3,
+            region="R",
+            area="A",
+            connection=ConnectionProfile(host="10.9.9.9"),
+        )
+        meter = Meter.register(spec, meta)
+        meter.commission(Location(address="x"), "ACC-1", meta)
+        meter.assign_customer("ACC-2", meta)
+        meter.change_connection_profile(ConnectionProfile(host="10.9.9.10"), meta)
+        registry.save(meter)
+
+
+def _positions(settings: Settings) -> tuple[int, int]:
+    assert settings.database_url
+    schema = sql.Identifier(settings.db_schema)
+    with psycopg.connect(settings.database_url) as conn:
+        recorded = conn.execute(
+            sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}.meters_events").format(schema)
+        ).fetchone()
+        applied = conn.execute(
+            sql.SQL(
+                "SELECT coalesce(max(notification_id), 0) FROM {}.meters_view_tracking "
+                "WHERE application_name = 'meters'"
+            ).format(schema)
+        ).fetchone()
+    assert recorded and applied
+    return int(recorded[0]), int(applied[0])
+
+
+def test_killed_worker_applies_every_event_exactly_once(services: Services) -> None:
+    settings = Settings(
+        database_url=services.database_url,
+        nats_url=services.nats_url,
+        db_schema=f"k_{RUN_ID}",
+        nats_prefix=f"K{RUN_ID}_",
+    )
+    asyncio.run(migrate(settings))
+    registry = MeterRegistry(env=settings.eventsourcing_env())
+    writer = threading.Thread(target=_write_meters, args=(registry,))
+    rng = random.Random(7)
+    kills: list[tuple[int, int]] = []
+    try:
+        writer.start()
+        deadline = time.monotonic() + 120
+        while (writer.is_alive() or len(kills) < 6) and time.monotonic() < deadline:
+            worker = _worker(settings)
+            time.sleep(rng.uniform(0.8, 1.6))
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            kills.append(_positions(settings))
+        writer.join()
+
+        worker = _worker(settings)
+        try:
+            recorded, applied = _positions(settings)
+            while applied < recorded and time.monotonic() < deadline:
+                time.sleep(0.1)
+                recorded, applied = _positions(settings)
+        finally:
+            worker.terminate()
+            worker.wait(10)
+
+        assert recorded == METERS * EVENTS_PER_METER
+        assert applied == recorded, f"projection stuck at {applied} of {recorded}"
+        # Some kills must have landed part-way, or the test proved nothing.
+        assert any(0 < a < r for r, a in kills), kills
+
+        assert settings.database_url
+        with psycopg.connect(settings.database_url) as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), sum(events_applied), min(events_applied), "
+                    "max(events_applied), bool_and(version = events_applied) FROM {}.meters"
+                ).format(sql.Identifier(settings.db_schema))
+            ).fetchone()
+        assert rows == (METERS, METERS * EVENTS_PER_METER, EVENTS_PER_METER, EVENTS_PER_METER, True)
+    finally:
+        registry.close()
+        assert settings.database_url
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.db_schema))
+            )
+        asyncio.run(_drop_streams(settings))
+
+
+async def _drop_streams(settings: Settings) -> None:
+    nc = await nats.connect(settings.nats_url)
+    await delete_streams(nc.jetstream(), settings.nats_prefix)
+    await nc.close()
