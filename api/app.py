@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -14,8 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from strawberry.litestar import make_graphql_controller
 
 from api.auth import TokenService
-from api.context import RequestContext
-from api.deps import request_context
+from api.deps import graphql_context, request_context
 from api.graphql.schema import schema
 from api.health import Health
 from api.rest.commands import MeterCommands
@@ -28,9 +25,6 @@ def create_app(
     container: Container, tokens: TokenService, *, manage_container: bool = True
 ) -> Litestar:
     """Build the HTTP application around an (unopened) container."""
-
-    async def graphql_context(request: Request[Any, Any, Any]) -> RequestContext:
-        return await request_context(request)
 
     graphql = make_graphql_controller(
         schema,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
-from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -14,10 +15,11 @@ from commands.codec import MsgspecMapper
 from commands.context import CommandContext
 from commands.policy import authorize
 from domain.errors import Conflict, NotFound
+from domain.meta import EventMeta
 from domain.meter import Meter, meter_id
 from domain.values import ConnectionProfile, Location, MeterSpec
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 30
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,8 +153,8 @@ class MeterRegistry(Application[UUID]):
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _update(self, id_: UUID, meta: Any, action: Callable[[Meter], object]) -> Outcome:
-        for _ in range(MAX_ATTEMPTS):
+    def _update(self, id_: UUID, meta: EventMeta, action: Callable[[Meter], object]) -> Outcome:
+        for attempt in range(MAX_ATTEMPTS):
             meter = self.get(id_)
             if meter.seen(meta):
                 return Outcome(meter=meter, notification_id=None, replayed=True)
@@ -160,7 +162,9 @@ class MeterRegistry(Application[UUID]):
             try:
                 recordings = self.save(meter)
             except IntegrityError:
-                continue  # a concurrent command won the version race: reload and retry
+                # A concurrent command won the version race: back off (jittered), reload, retry.
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                continue
             return Outcome(meter=meter, notification_id=_last(recordings))
         raise Conflict(f"meter {id_} is changing too fast; try again")
 

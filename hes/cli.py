@@ -105,7 +105,7 @@ def import_meters(
     data = file.read_bytes()
     total = len(parse_meter_csv(data, default_region=region).rows)
     ctx = CommandContext(actor=Actor(subject=actor, roles=SYSTEM.roles))
-    with servers(settings, console) as resolved:
+    with servers(settings, console, need_nats=False) as resolved:
         registry = MeterRegistry(env=resolved.settings.eventsourcing_env())
         with Progress(
             TextColumn("importing"),
@@ -149,7 +149,7 @@ def projections_run() -> None:
     if settings.database_url is None:
         console.print("[red]HES_DATABASE_URL must be set to run workers on their own[/]")
         raise typer.Exit(2)
-    run_projection_forever(settings.with_urls(settings.database_url, settings.nats_url or ""))
+    run_projection_forever(settings)
 
 
 def main() -> None:

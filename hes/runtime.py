@@ -38,7 +38,7 @@ class Servers:
 
 
 @contextlib.contextmanager
-def servers(settings: Settings, console: Console) -> Iterator[Servers]:
+def servers(settings: Settings, console: Console, *, need_nats: bool = True) -> Iterator[Servers]:
     """Resolve PostgreSQL and NATS: the configured ones, or embedded ones under ``data_dir``."""
     result = Servers(settings)
     try:
@@ -52,7 +52,7 @@ def servers(settings: Settings, console: Console) -> Iterator[Servers]:
             console.print(f"[green]✓[/] PostgreSQL (embedded) at {database_url}")
         else:
             console.print(f"[green]✓[/] PostgreSQL at {_redact(database_url)}")
-        if nats_url is None:
+        if nats_url is None and need_nats:
             with console.status("Starting embedded NATS JetStream…"):
                 nats_server = start_nats(settings.data_dir)
             result.stoppers.append(nats_server)

@@ -39,7 +39,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_audience: str = "hes-api"
     projection_wait_seconds: float = 5.0
     """How long a mutation waits for its read model by default (read-your-writes)."""
-    ready_max_lag: int = 0
+    ready_max_lag: int = 100
     """Projection lag (events) above which ``/health/ready`` answers 503."""
     import_batch_size: int = 500
     log_level: str = "INFO"
@@ -80,7 +80,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """True when the system must start its own NATS JetStream."""
         return self.nats_url is None
 
-    def with_urls(self, database_url: str, nats_url: str) -> Settings:
+    def with_urls(self, database_url: str, nats_url: str | None) -> Settings:
         """Return a copy with resolved server URLs (after embedded servers start)."""
         return msgspec.structs.replace(self, database_url=database_url, nats_url=nats_url)
 

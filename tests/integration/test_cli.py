@@ -1,0 +1,80 @@
+"""The `hes` command line against the real servers: token, import, migrate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.auth import TokenService
+from commands.context import Role
+from hes.cli import app
+from hes.settings import Settings
+from tests.conftest import JWT_SECRET, new_serial
+
+pytestmark = pytest.mark.integration
+
+HEADER = "meterNumber,concentratorId,meterType,brand,model,firmware,ipAddress,port,area,customer,simCard\n"
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        "HES_DATABASE_URL": settings.database_url or "",
+        "HES_NATS_URL": settings.nats_url or "",
+        "HES_DB_SCHEMA": settings.db_schema,
+        "HES_NATS_PREFIX": settings.nats_prefix,
+        "HES_JWT_SECRET": JWT_SECRET,
+        "HES_DATA_DIR": str(settings.data_dir),
+    }
+
+
+def test_token_is_verified_by_the_api_secret(settings: Settings) -> None:
+    result = CliRunner().invoke(
+        app, ["token", "--role", "operator", "--subject", "dana"], env=_env(settings)
+    )
+    assert result.exit_code == 0, result.output
+    actor = TokenService(JWT_SECRET, "hes", "hes-api").verify(result.stdout.strip())
+    assert actor.subject == "dana" and actor.roles == {Role.OPERATOR}
+
+    customer = CliRunner().invoke(app, ["token", "--role", "customer"], env=_env(settings))
+    assert customer.exit_code == 2
+    assert "--customer is required" in customer.output
+
+
+def test_import_meters_file_twice(settings: Settings, tmp_path: Path) -> None:
+    a, b = new_serial("I"), new_serial("I")
+    csv = tmp_path / "meters.csv"
+    csv.write_text(
+        HEADER
+        + f"{a},DC-9,3P,Iskra,AM550,1.0,10.1.1.1,4059,Z-9,,\n"
+        + f"{b},DC-9,1P,Iskra,AM550,1.0,10.1.1.2,4059,Z-9,,\n"
+        + "X,DC-9,9P,Iskra,AM550,1.0,10.1.1.3,4059,Z-9,,\n"
+    )
+    first = CliRunner().invoke(
+        app, ["import", "meters", str(csv), "--region", "Central", "--json"], env=_env(settings)
+    )
+    assert first.exit_code == 1, first.output  # one row was rejected
+    report = json.loads(first.stdout.strip().splitlines()[-1])
+    assert (report["created"], report["unchanged"], report["rejected"]) == (2, 0, 1)
+    assert report["errors"][0]["line"] == 4 and report["errors"][0]["field"] == "phases"
+
+    csv.write_text("\n".join(csv.read_text().splitlines()[:3]) + "\n")
+    second = CliRunner().invoke(
+        app, ["import", "meters", str(csv), "--region", "Central", "--json"], env=_env(settings)
+    )
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout.strip().splitlines()[-1])["unchanged"] == 2
+
+    # Same serials, other data: reported as conflicts, nothing overwritten.
+    third = CliRunner().invoke(app, ["import", "meters", str(csv), "--json"], env=_env(settings))
+    assert third.exit_code == 1
+    errors = json.loads(third.stdout.strip().splitlines()[-1])["errors"]
+    assert [e["reason"] for e in errors] == ["already registered with different region"] * 2
+
+
+def test_bad_setting_names_the_variable(settings: Settings) -> None:
+    result = CliRunner().invoke(app, ["migrate"], env={**_env(settings), "HES_PORT": "eighty"})
+    assert result.exit_code == 2
+    assert "HES_PORT" in result.output
