@@ -58,7 +58,7 @@ def servers(settings: Settings, console: Console, *, need_nats: bool = True) -> 
             result.stoppers.append(nats_server)
             nats_url = nats_server.url
             console.print(f"[green]✓[/] NATS JetStream (embedded) at {nats_url}")
-        else:
+        elif nats_url is not None:
             console.print(f"[green]✓[/] NATS at {_redact(nats_url)}")
         result.settings = settings.with_urls(database_url, nats_url)
         yield result

@@ -16,7 +16,10 @@ from tests.conftest import JWT_SECRET, new_serial
 
 pytestmark = pytest.mark.integration
 
-HEADER = "meterNumber,concentratorId,meterType,brand,model,firmware,ipAddress,port,area,customer,simCard\n"
+HEADER = (
+    "meterNumber,concentratorId,meterType,brand,model,firmware,ipAddress,port,area,customer,"
+    "simCard\n"
+)
 
 
 def _env(settings: Settings) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,7 +20,7 @@ from tests.integration.gql import METER_FIELDS, REGISTER, gql, meter_input
 pytestmark = pytest.mark.integration
 
 Auth = Callable[..., dict[str, str]]
-Client = AsyncTestClient  # type: ignore[type-arg]
+Client = AsyncTestClient[Any]
 
 
 def count_events(settings: Settings, serial: str) -> int:
@@ -34,11 +35,11 @@ def count_events(settings: Settings, serial: str) -> int:
     return int(row[0])
 
 
-async def register(client: Client, auth: Auth, serial: str, **overrides: object) -> dict:
+async def register(client: Client, auth: Auth, serial: str, **overrides: object) -> dict[str, Any]:
     body = await gql(
         client, REGISTER, {"input": meter_input(serial, **overrides)}, auth(Role.OPERATOR)
     )
-    result: dict = body["data"]["registerMeter"]
+    result: dict[str, Any] = body["data"]["registerMeter"]
     return result
 
 

@@ -147,6 +147,6 @@ def test_killed_worker_applies_every_event_exactly_once(services: Services) -> N
 
 
 async def _drop_streams(settings: Settings) -> None:
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(settings.nats_url or "")
     await delete_streams(nc.jetstream(), settings.nats_prefix)
     await nc.close()

@@ -15,7 +15,7 @@ from tests.conftest import new_serial
 pytestmark = pytest.mark.integration
 
 Auth = Callable[..., dict[str, str]]
-Client = AsyncTestClient  # type: ignore[type-arg]
+Client = AsyncTestClient[Any]
 BASE = "/api/v1/commands/meters"
 
 
