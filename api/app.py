@@ -6,6 +6,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -59,5 +60,12 @@ def create_app(
             security=[{"bearer": []}],
         ),
         cors_config=CORSConfig(allow_origins=[]),
+        stores={"rate_limit": container.store("rate_limit")},
+        middleware=[
+            RateLimitConfig(
+                rate_limit=("minute", container.settings.rate_limit_per_minute),
+                exclude=["/health", "/schema"],
+            ).middleware
+        ],
         request_max_body_size=10 * 1024 * 1024,
     )

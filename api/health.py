@@ -46,6 +46,16 @@ async def _nats(container: Container) -> Check:
     return Check(ok=True)
 
 
+async def _redis(container: Container) -> Check:
+    if container.redis is None:
+        return Check(ok=True, detail="not configured: in-process stores")
+    try:
+        await asyncio.wait_for(container.redis.ping(), timeout=2)  # type: ignore[misc]
+    except Exception as exc:
+        return Check(ok=False, detail=f"{type(exc).__name__}: {exc}")
+    return Check(ok=True)
+
+
 async def _projections(container: Container) -> Check:
     try:
         recorded = await container.meters.recorded_position()
@@ -72,9 +82,9 @@ class Health(Controller):
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
         """200 when PostgreSQL and NATS answer and the projections are caught up, else 503."""
         container: Container = request.app.state.container
-        pg, js, proj = await asyncio.gather(
-            _postgres(container), _nats(container), _projections(container)
+        pg, js, cache, proj = await asyncio.gather(
+            _postgres(container), _nats(container), _redis(container), _projections(container)
         )
-        checks = {"postgres": pg, "nats": js, "projections": proj}
+        checks = {"postgres": pg, "nats": js, "redis": cache, "projections": proj}
         ready = all(c.ok for c in checks.values())
         return Response(Readiness(ready=ready, checks=checks), status_code=200 if ready else 503)

@@ -6,8 +6,12 @@ import asyncio
 from typing import Any
 
 import nats
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from commands.meters import MeterRegistry
 from hes.settings import Settings
@@ -31,6 +35,15 @@ class Container:
         )
         self.meters = MeterQueries(self.pool, settings.db_schema)
         self.nats: NatsClient | None = None
+        self.redis: Redis | None = (
+            Redis.from_url(settings.redis_url, socket_timeout=2) if settings.redis_url else None
+        )
+
+    def store(self, name: str) -> Store:
+        """A key-value store for ``name``: Redis (namespaced per schema) or in-process memory."""
+        if self.redis is None:
+            return MemoryStore()
+        return RedisStore(self.redis, namespace=f"hes:{self.settings.db_schema}:{name}")
 
     async def open(self) -> None:
         """Open the read pool and the NATS connection."""
@@ -48,4 +61,6 @@ class Container:
         if self.nats is not None:
             await self.nats.drain()
         await self.pool.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await asyncio.to_thread(self.registry.close)

@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ready_max_lag: int = 100
     """Projection lag (events) above which ``/health/ready`` answers 503."""
     import_batch_size: int = 500
+    rate_limit_per_minute: int = 1200
+    """Requests per minute per client address (Redis-backed when HES_REDIS_URL is set)."""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -49,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 f"HES_DB_SCHEMA={self.db_schema!r}: must be a lower-case SQL identifier"
             )
+        if self.rate_limit_per_minute < 1:
+            raise SettingsError("HES_RATE_LIMIT_PER_MINUTE: must be at least 1")
         if not 0 < self.port < 65536:
             raise SettingsError(f"HES_PORT={self.port}: must be between 1 and 65535")
         if self.nats_prefix and not re.fullmatch(r"[A-Za-z0-9_]+", self.nats_prefix):

@@ -47,6 +47,7 @@ def settings(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
         data_dir=Path(tmp_path_factory.mktemp("data")),
         jwt_secret=JWT_SECRET,
         projection_wait_seconds=10.0,
+        rate_limit_per_minute=1_000_000,
     )
     asyncio.run(migrate(s))
     yield s

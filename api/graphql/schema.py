@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -9,8 +10,9 @@ from uuid import UUID
 import anyio.to_thread
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
 from strawberry.permission import BasePermission
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
 from api.auth import Unauthenticated
 from api.context import InvalidHeader, RequestContext
@@ -39,6 +41,7 @@ from domain.errors import DomainError
 from projections.meters_queries import InvalidCursor, MeterFilter, encode_cursor
 
 ContextInfo = Info[RequestContext, None]
+log = logging.getLogger(__name__)
 
 
 class IsAuthenticated(BasePermission):
@@ -284,4 +287,35 @@ class Mutation:
         )
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation, types=[ForbiddenError])
+def _unexpected(error: GraphQLError) -> bool:
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
+class HesSchema(strawberry.Schema):
+    """Schema that logs refusals quietly and failures loudly (clients see failures masked)."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log each error at the level it deserves."""
+        for error in errors:
+            if _unexpected(error):
+                log.error(
+                    "GraphQL resolver failed at %s", error.path, exc_info=error.original_error
+                )
+            else:
+                log.info("GraphQL request refused: %s", error.message)
+
+
+schema = HesSchema(
+    query=Query,
+    mutation=Mutation,
+    types=[ForbiddenError],
+    extensions=[
+        lambda: MaskErrors(
+            should_mask_error=_unexpected,
+            error_message="internal error; the server log has the details",
+        )
+    ],
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response
@@ -13,6 +14,7 @@ from api.context import InvalidHeader
 from api.rest.bodies import Problem, ProblemField
 from domain.errors import DomainError, ValidationFailed
 
+log = logging.getLogger(__name__)
 _STATUS = {"VALIDATION": 422, "NOT_FOUND": 404, "CONFLICT": 409, "FORBIDDEN": 403}
 PROBLEM = "application/problem+json"
 
@@ -76,7 +78,17 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Proble
     return problem(exc.status_code, code, exc.detail, headers=exc.headers)
 
 
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """500 without internals; the log has the traceback under the correlation id."""
+    correlation = request.headers.get("x-correlation-id", "")
+    log.error(
+        "unhandled error on %s %s [%s]", request.method, request.url.path, correlation, exc_info=exc
+    )
+    return problem(500, "INTERNAL", "internal error; the server log has the details")
+
+
 HANDLERS: ExceptionHandlersMap = {
+    Exception: internal_error,
     DomainError: domain_error,
     Unauthenticated: unauthenticated,
     InvalidHeader: invalid_header,
