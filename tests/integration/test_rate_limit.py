@@ -16,7 +16,10 @@ pytestmark = pytest.mark.integration
 
 
 async def test_requests_over_the_limit_get_429(settings: Settings, tokens: TokenService) -> None:
-    limited = msgspec.structs.replace(settings, rate_limit_per_minute=5)
+    # Own namespace, so the other tests' requests from the same test client don't count.
+    limited = msgspec.structs.replace(
+        settings, rate_limit_per_minute=5, db_schema=settings.db_schema + "_rl"
+    )
     app = create_app(Container(limited), tokens)
     async with AsyncTestClient(app=app) as client:
         codes = [(await client.get("/api/v1/templates/meters")).status_code for _ in range(7)]
@@ -28,6 +31,6 @@ async def test_requests_over_the_limit_get_429(settings: Settings, tokens: Token
         return
     assert ready["checks"]["redis"]["ok"]
     r = redis.Redis.from_url(settings.redis_url)
-    keys = list(r.scan_iter(f"hes:{settings.db_schema}:rate_limit*"))
+    keys = list(r.scan_iter(f"hes:{limited.db_schema}:rate_limit*"))
     assert keys, "rate-limit counters should live in Redis under this run's namespace"
     r.delete(*keys)
