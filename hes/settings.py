@@ -44,6 +44,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     import_batch_size: int = 500
     rate_limit_per_minute: int = 1200
     """Requests per minute per client address (Redis-backed when HES_REDIS_URL is set)."""
+    reading_partitions: int = 8
+    """Number of READINGS subject partitions (one durable consumer each)."""
+    retention_raw_days: int = 7
+    retention_1m_days: int = 30
+    retention_aggregate_days: int = 90
+    """Retention of the 15- and 30-minute aggregates."""
+    default_region_capacity_kw: float = 10_000.0
+    """Capacity assumed for a region with no configured capacity (load percentage)."""
+    max_batch_readings: int = 10_000
+    """Most readings accepted in one ingest request."""
+    future_tolerance_seconds: float = 300.0
+    """How far ahead of the head-end's clock a reading's timestamp may be."""
+    reading_fetch_batch: int = 256
+    """Messages a reading worker fetches per round."""
+    publish_max_in_flight: int = 4096
+    """Unacknowledged JetStream publishes allowed before the publisher pushes back."""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -51,6 +67,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 f"HES_DB_SCHEMA={self.db_schema!r}: must be a lower-case SQL identifier"
             )
+        if not 1 <= self.reading_partitions <= 1024:
+            raise SettingsError("HES_READING_PARTITIONS: must be between 1 and 1024")
+        if min(self.retention_raw_days, self.retention_1m_days, self.retention_aggregate_days) < 1:
+            raise SettingsError("HES_RETENTION_*_DAYS: must be at least 1")
         if self.rate_limit_per_minute < 1:
             raise SettingsError("HES_RATE_LIMIT_PER_MINUTE: must be at least 1")
         if not 0 < self.port < 65536:
