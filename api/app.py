@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from strawberry.litestar import make_graphql_controller
 
 from api.auth import TokenService
+from api.correlation import CorrelationIdMiddleware
 from api.deps import graphql_context, request_context
 from api.graphql.schema import schema
 from api.health import Health
@@ -62,10 +63,11 @@ def create_app(
         cors_config=CORSConfig(allow_origins=[]),
         stores={"rate_limit": container.store("rate_limit")},
         middleware=[
+            CorrelationIdMiddleware(),
             RateLimitConfig(
                 rate_limit=("minute", container.settings.rate_limit_per_minute),
                 exclude=["/health", "/schema"],
-            ).middleware
+            ).middleware,
         ],
         request_max_body_size=10 * 1024 * 1024,
     )

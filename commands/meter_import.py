@@ -12,7 +12,7 @@ from commands.meters import MeterRegistry
 from commands.policy import authorize
 
 
-class ImportReport(msgspec.Struct, frozen=True, kw_only=True):
+class ImportReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Outcome of one import: counts, and one entry per rejected row and field."""
 
     rows: int

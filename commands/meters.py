@@ -17,7 +17,7 @@ from commands.policy import authorize
 from domain.errors import Conflict, NotFound
 from domain.meta import EventMeta
 from domain.meter import Meter, meter_id
-from domain.values import ConnectionProfile, Location, MeterSpec
+from domain.values import ConnectionProfile, Location, MeterSpec, camel
 
 MAX_ATTEMPTS = 30
 
@@ -196,4 +196,4 @@ def _difference(existing: Meter, spec: MeterSpec, customer: str | None) -> str:
     fields = [k for k in new if old.get(k) != new[k]]
     if customer is not None and existing.customer_account != customer:
         fields.append("customer")
-    return "already registered with different " + ", ".join(fields)
+    return "already registered with different " + ", ".join(camel(f) for f in fields)

@@ -32,7 +32,7 @@ def _q(id_: int, obis: str, alias: str, unit: str, kind: Kind, lo: float, hi: fl
     return Quantity(id=id_, obis=obis, alias=alias, unit=unit, kind=kind, minimum=lo, maximum=hi)
 
 
-R, I = Kind.REGISTER, Kind.INSTANT
+R, INST = Kind.REGISTER, Kind.INSTANT
 E_MAX = 1e13  # Wh: 10 TWh, beyond any meter register
 
 # Units are DLMS's (Blue Book unit enumeration): Wh, varh, V, A, W, var, Hz, and 1 for
@@ -42,17 +42,17 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q(2, "1.0.2.8.0.255", "energy_export", "Wh", R, 0, E_MAX),
     _q(3, "1.0.3.8.0.255", "reactive_energy_import", "varh", R, 0, E_MAX),
     _q(4, "1.0.4.8.0.255", "reactive_energy_export", "varh", R, 0, E_MAX),
-    _q(10, "1.0.1.7.0.255", "power_import", "W", I, 0, 5e6),
-    _q(11, "1.0.2.7.0.255", "power_export", "W", I, 0, 5e6),
-    _q(12, "1.0.3.7.0.255", "reactive_power_import", "var", I, 0, 5e6),
-    _q(20, "1.0.32.7.0.255", "voltage_l1", "V", I, 0, 500),
-    _q(21, "1.0.52.7.0.255", "voltage_l2", "V", I, 0, 500),
-    _q(22, "1.0.72.7.0.255", "voltage_l3", "V", I, 0, 500),
-    _q(30, "1.0.31.7.0.255", "current_l1", "A", I, 0, 2000),
-    _q(31, "1.0.51.7.0.255", "current_l2", "A", I, 0, 2000),
-    _q(32, "1.0.71.7.0.255", "current_l3", "A", I, 0, 2000),
-    _q(40, "1.0.13.7.0.255", "power_factor", "1", I, -1, 1),
-    _q(41, "1.0.14.7.0.255", "frequency", "Hz", I, 45, 65),
+    _q(10, "1.0.1.7.0.255", "power_import", "W", INST, 0, 5e6),
+    _q(11, "1.0.2.7.0.255", "power_export", "W", INST, 0, 5e6),
+    _q(12, "1.0.3.7.0.255", "reactive_power_import", "var", INST, 0, 5e6),
+    _q(20, "1.0.32.7.0.255", "voltage_l1", "V", INST, 0, 500),
+    _q(21, "1.0.52.7.0.255", "voltage_l2", "V", INST, 0, 500),
+    _q(22, "1.0.72.7.0.255", "voltage_l3", "V", INST, 0, 500),
+    _q(30, "1.0.31.7.0.255", "current_l1", "A", INST, 0, 2000),
+    _q(31, "1.0.51.7.0.255", "current_l2", "A", INST, 0, 2000),
+    _q(32, "1.0.71.7.0.255", "current_l3", "A", INST, 0, 2000),
+    _q(40, "1.0.13.7.0.255", "power_factor", "1", INST, -1, 1),
+    _q(41, "1.0.14.7.0.255", "frequency", "Hz", INST, 45, 65),
 )
 
 BY_OBIS: dict[str, Quantity] = {q.obis: q for q in QUANTITIES}

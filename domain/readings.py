@@ -73,7 +73,7 @@ def encode_batch(batch: MeterBatch) -> bytes:
 
 
 def decode_batch(data: bytes) -> MeterBatch:
-    """A batch from msgpack bytes; raises ``msgspec.DecodeError``/``ValidationError`` if malformed."""
+    """A batch from msgpack bytes; raises a ``msgspec`` error if malformed."""
     return _decoder.decode(data)
 
 

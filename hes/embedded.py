@@ -125,8 +125,10 @@ class EmbeddedPostgres(_Child):
 class EmbeddedNats(_Child):
     """A ``nats-server`` with JetStream enabled, reachable over TCP."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], store_dir: Path, port: int) -> None:
-        super().__init__(proc, proc.pid, signal.SIGTERM)
+    def __init__(
+        self, proc: subprocess.Popen[bytes] | None, store_dir: Path, port: int, pid: int = 0
+    ) -> None:
+        super().__init__(proc, proc.pid if proc is not None else pid, signal.SIGTERM)
         self.store_dir = store_dir
         self.port = port
         self.log_path = store_dir / "nats.log"
@@ -400,10 +402,14 @@ def start_nats(data_dir: Path, *, timeout: float = 30.0) -> EmbeddedNats:
     store.mkdir(parents=True, exist_ok=True)
     log_path = store / "nats.log"
     port_file = store / "port"
+    pid_file = store / "nats.pid"
+    running = _adopt_running_nats(store, port_file, pid_file)
+    if running is not None:
+        return running
     for _attempt in range(3):
         port = _pick_port(port_file)
         args = [str(binary), "-js", "-sd", str(store), "-a", _HOST, "-p", str(port)]
-        args += ["-l", str(log_path)]
+        args += ["-l", str(log_path), "-P", str(pid_file)]
         offset = log_path.stat().st_size if log_path.exists() else 0
         with log_path.open("ab") as log:
             proc = _spawn(
@@ -430,6 +436,18 @@ def start_nats(data_dir: Path, *, timeout: float = 30.0) -> EmbeddedNats:
             f"NATS ({binary}) in {store} {why} (log {log_path}):\n{_tail(output)}"
         )
     raise EmbeddedServiceError(f"NATS in {store}: no free TCP port after 3 attempts")
+
+
+def _adopt_running_nats(store: Path, port_file: Path, pid_file: Path) -> EmbeddedNats | None:
+    """Reuse a server another process already runs on this store (never stopped here)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        port = int(port_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _pid_alive(pid) or not jetstream_available(f"nats://{_HOST}:{port}", timeout=2.0):
+        return None
+    return EmbeddedNats(None, store, port, pid=pid)
 
 
 def jetstream_available(url: str, timeout: float = 2.0) -> bool:

@@ -83,8 +83,11 @@ def up(settings: Settings, console: Console) -> None:
             f"({len(report.applied)} new migrations); streams {', '.join(report.streams)}"
         )
         projection = SupervisedProjection(s)
-        projection.start()
-        console.print("[green]✓[/] projection worker meters_view running")
+        if s.run_workers:
+            projection.start()
+            console.print("[green]✓[/] projection worker meters_view running")
+        else:
+            console.print("[yellow]•[/] workers not run here (HES_RUN_WORKERS=false)")
         tokens = token_service(s)
         app = create_app(Container(s), tokens)
         base = f"http://{s.host}:{s.port}"
@@ -96,7 +99,7 @@ def up(settings: Settings, console: Console) -> None:
             f"  OpenAPI    {base}/schema\n"
             f"  Health     {base}/health/ready\n"
             f"  Redis      {redis}\n"
-            f"  Token      .venv/bin/hes token --role admin\n"
+            f"  Token      hes token --role admin\n"
         )
         try:
             uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())

@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Messages a reading worker fetches per round."""
     publish_max_in_flight: int = 4096
     """Unacknowledged JetStream publishes allowed before the publisher pushes back."""
+    run_workers: bool = True
+    """Run the projection workers inside ``hes up``; false for API-only replicas."""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -71,6 +73,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("HES_READING_PARTITIONS: must be between 1 and 1024")
         if min(self.retention_raw_days, self.retention_1m_days, self.retention_aggregate_days) < 1:
             raise SettingsError("HES_RETENTION_*_DAYS: must be at least 1")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise SettingsError("HES_JWT_SECRET: must have at least 32 characters")
         if self.rate_limit_per_minute < 1:
             raise SettingsError("HES_RATE_LIMIT_PER_MINUTE: must be at least 1")
         if not 0 < self.port < 65536:

@@ -72,7 +72,7 @@ def request_validation(_: Request[Any, Any, Any], exc: ValidationException) -> R
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     """Other framework errors (404 route, 405, 413...) in the same problem format."""
-    code = {404: "NO_ROUTE", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}.get(
+    code = {404: "NO_ROUTE", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE", 429: "RATE_LIMITED"}.get(
         exc.status_code, "HTTP_ERROR"
     )
     return problem(exc.status_code, code, exc.detail, headers=exc.headers)
@@ -80,7 +80,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Proble
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """500 without internals; the log has the traceback under the correlation id."""
-    correlation = request.headers.get("x-correlation-id", "")
+    correlation = request.headers.get("x-correlation-id", "-")
     log.error(
         "unhandled error on %s %s [%s]", request.method, request.url.path, correlation, exc_info=exc
     )

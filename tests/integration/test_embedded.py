@@ -9,7 +9,7 @@ import nats
 import psycopg
 import pytest
 
-from hes.embedded import start_nats, start_postgres
+from hes.embedded import jetstream_available, start_nats, start_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +77,15 @@ async def test_embedded_nats_acknowledges_jetstream_publish(tmp_path: Path) -> N
             await nc.close()
     finally:
         again.stop()
+
+
+def test_second_process_reuses_running_nats(tmp_path: Path) -> None:
+    """Two `hes` commands on one data directory share its NATS instead of clashing."""
+    first = start_nats(tmp_path)
+    try:
+        second = start_nats(tmp_path)
+        assert second.url == first.url and not second.owned
+        second.stop()
+        assert jetstream_available(first.url)
+    finally:
+        first.stop()

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
 from commands.context import Role
 from domain.meter import meter_id
+from hes.settings import Settings
 from tests.conftest import new_serial
 
 pytestmark = pytest.mark.integration
@@ -223,3 +225,27 @@ async def test_template_health_and_openapi(client: Client) -> None:
         "/api/v1/templates/meters",
     } <= paths
     assert "bearer" in spec["components"]["securitySchemes"]
+
+
+async def test_correlation_id_is_kept_or_made_and_echoed(
+    client: Client, auth: Auth, settings: Settings
+) -> None:
+    given = await client.get("/health/live", headers={"X-Correlation-ID": "req-42"})
+    assert given.headers["x-correlation-id"] == "req-42"
+    made = await client.get("/health/live", headers={"X-Correlation-ID": "bad id!"})
+    assert made.headers["x-correlation-id"] != "bad id!"
+    assert len(made.headers["x-correlation-id"]) == 36
+
+    serial = new_serial()
+    await client.post(
+        f"{BASE}/register",
+        json=body(serial),
+        headers={**auth(Role.OPERATOR), "X-Correlation-ID": "corr-" + serial},
+    )
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            f"SELECT state FROM {settings.db_schema}.meters_events WHERE originator_id = %s",
+            (meter_id(serial),),
+        ).fetchone()
+    assert row is not None and f'"correlation_id":"corr-{serial}"' in bytes(row[0]).decode()
