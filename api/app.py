@@ -17,9 +17,11 @@ from api.correlation import CorrelationIdMiddleware
 from api.deps import graphql_context, request_context
 from api.graphql.schema import schema
 from api.health import Health
+from api.metrics import metrics
 from api.rest.commands import MeterCommands
 from api.rest.errors import HANDLERS
 from api.rest.imports import MeterImports
+from api.rest.telemetry import telemetry_batch
 from hes.container import Container
 
 
@@ -42,7 +44,7 @@ def create_app(
         await container.close()
 
     return Litestar(
-        route_handlers=[graphql, MeterCommands, MeterImports, Health],
+        route_handlers=[graphql, MeterCommands, MeterImports, Health, metrics, telemetry_batch],
         dependencies={"ctx": Provide(request_context)},
         exception_handlers=HANDLERS,
         state=State({"container": container, "tokens": tokens}),
@@ -66,7 +68,7 @@ def create_app(
             CorrelationIdMiddleware(),
             RateLimitConfig(
                 rate_limit=("minute", container.settings.rate_limit_per_minute),
-                exclude=["/health", "/schema"],
+                exclude=["/health", "/schema", "/metrics"],
             ).middleware,
         ],
         request_max_body_size=10 * 1024 * 1024,

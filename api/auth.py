@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jwt
 
-from commands.context import Actor, Role
+from commands.context import Actor, Role, Scope
 
 ALGORITHM = "HS256"
 
@@ -33,14 +33,16 @@ class TokenService:
         subject: str,
         roles: Iterable[Role],
         *,
+        scopes: Iterable[Scope] = (),
         customer_account: str | None = None,
         ttl_seconds: int = 12 * 3600,
     ) -> str:
-        """A signed token for ``subject`` holding ``roles``."""
+        """A signed token for ``subject`` holding ``roles`` and ``scopes``."""
         now = int(time.time())
         claims: dict[str, object] = {
             "sub": subject,
             "roles": sorted(str(r) for r in roles),
+            "scope": " ".join(sorted(str(s) for s in scopes)),
             "iss": self.issuer,
             "aud": self.audience,
             "iat": now,
@@ -80,12 +82,17 @@ class TokenService:
                 roles.add(Role(name))
             except ValueError:
                 continue  # roles of other systems sharing the identity provider
+        raw_scope = claims.get("scope", "")
+        if not isinstance(raw_scope, str):
+            raise Unauthenticated("token claim 'scope' must be a space-separated string")
+        scopes = {Scope(s) for s in raw_scope.split() if s in Scope.__members__.values()}
         customer = claims.get("customer_account")
         if Role.CUSTOMER in roles and not isinstance(customer, str):
             raise Unauthenticated("customer token lacks the 'customer_account' claim")
         return Actor(
             subject=str(claims["sub"]),
             roles=frozenset(roles),
+            scopes=frozenset(scopes),
             customer_account=customer if isinstance(customer, str) else None,
         )
 

@@ -21,11 +21,20 @@ class Role(enum.StrEnum):
     CUSTOMER = "customer"
 
 
+class Scope(enum.StrEnum):
+    """What a machine client (gateway, integration) may do, independent of roles."""
+
+    INGEST = "ingest"
+    EVENTS_READ = "events:read"
+    EXPORT = "export"
+
+
 class Actor(msgspec.Struct, frozen=True, kw_only=True):
-    """An authenticated caller: its subject, roles and (for customers) its account."""
+    """An authenticated caller: its subject, roles, scopes and (for customers) its account."""
 
     subject: str
     roles: frozenset[Role] = frozenset()
+    scopes: frozenset[Scope] = frozenset()
     customer_account: str | None = None
 
     def has(self, *roles: Role) -> bool:

@@ -52,6 +52,10 @@ class Forbidden(DomainError):
     code = "FORBIDDEN"
 
 
+class BackPressure(Exception):
+    """The reading transport cannot take more now; nothing half-accepted, retry later (503)."""
+
+
 class Collector:
     """Gathers field errors so that one answer names every broken rule."""
 

@@ -56,14 +56,14 @@ class MeterBatch(msgspec.Struct, frozen=True, array_like=True):
 
     def message_id(self) -> str:
         """Deduplication id: the same readings of the same meter give the same id."""
-        digest = hashlib.blake2b(self.meter.bytes, digest_size=16)
-        for r in sorted(self.readings, key=lambda r: (r.quantity, r.ts)):
-            digest.update(r.quantity.to_bytes(2, "big"))
-            digest.update(int(r.ts.timestamp() * 1_000_000).to_bytes(8, "big", signed=True))
-        return digest.hexdigest()
+        keys = sorted([(r.quantity, r.ts) for r in self.readings])
+        return hashlib.blake2b(
+            self.meter.bytes + _key_encoder.encode(keys), digest_size=16
+        ).hexdigest()
 
 
 _encoder = msgspec.msgpack.Encoder()
+_key_encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(MeterBatch)
 
 

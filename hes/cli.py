@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import typer
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from commands.context import SYSTEM, Actor, CommandContext, Role
+from commands.context import SYSTEM, Actor, CommandContext, Role, Scope
 from hes.settings import Settings, SettingsError
 
 app = typer.Typer(
@@ -72,7 +72,10 @@ def migrate() -> None:
 
 @app.command()
 def token(
-    role: Annotated[list[Role], typer.Option("--role", help="Role(s) to grant.")],
+    role: Annotated[list[Role], typer.Option("--role", help="Role(s) to grant.")] = [],  # noqa: B006
+    scope: Annotated[
+        list[Scope], typer.Option("--scope", help="Machine scope(s), e.g. ingest for gateways.")
+    ] = [],  # noqa: B006
     subject: Annotated[str, typer.Option(help="Who the token names (recorded as actor).")] = "",
     customer: Annotated[str | None, typer.Option(help="Customer account (customer role).")] = None,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 12 * 3600,
@@ -80,12 +83,15 @@ def token(
     """Print a signed bearer token for a local setup."""
     from hes.runtime import token_service
 
+    if not role and not scope:
+        console.print("[red]give at least one --role or --scope[/]")
+        raise typer.Exit(2)
     if Role.CUSTOMER in role and not customer:
         console.print("[red]--customer is required with --role customer[/]")
         raise typer.Exit(2)
     tokens = token_service(_settings())
-    name = subject or f"local-{'-'.join(sorted(r.value for r in role))}"
-    print(tokens.issue(name, role, customer_account=customer, ttl_seconds=ttl))
+    name = subject or "local-" + "-".join(sorted([*(r.value for r in role), *scope]))
+    print(tokens.issue(name, role, scopes=scope, customer_account=customer, ttl_seconds=ttl))
 
 
 @import_app.command("meters")
@@ -137,6 +143,54 @@ def import_meters(
                 table.add_row(str(e.line), e.field, e.reason)
             console.print(table)
     raise typer.Exit(1 if report.errors else 0)
+
+
+@app.command()
+def simulate(
+    meters: Annotated[int, typer.Option(min=1, help="Simulated meters.")] = 5000,
+    interval: Annotated[str, typer.Option(help="Time between readings: 500ms, 10s, 2m…")] = "10s",
+    via: Annotated[Literal["http", "nats"], typer.Option(help="Ingest transport.")] = "http",
+    url: Annotated[
+        str | None, typer.Option(help="API base URL (default: http://HES_HOST:HES_PORT).")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Same seed, same fleet and values.")] = 1,
+    duration: Annotated[
+        str | None, typer.Option(help="Stop after this long, e.g. 60s (default: run until Ctrl-C).")
+    ] = None,
+    batch_meters: Annotated[int, typer.Option(min=1, help="Meters per request.")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 8,
+) -> None:
+    """Register a simulated fleet and send its readings every interval (JSON summary on stdout)."""
+    from hes.simulator import SimulatorError, parse_duration
+    from hes.simulator import simulate as run_simulate
+
+    try:
+        interval_s = parse_duration(interval)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--interval") from None
+    try:
+        duration_s = None if duration is None else parse_duration(duration)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--duration") from None
+    settings = _settings()
+    try:
+        asyncio.run(
+            run_simulate(
+                settings,
+                meters=meters,
+                interval_s=interval_s,
+                via=via,
+                url=url or f"http://{settings.host}:{settings.port}",
+                seed=seed,
+                duration_s=duration_s,
+                batch_meters=batch_meters,
+                concurrency=concurrency,
+                console=console,
+            )
+        )
+    except SimulatorError as exc:
+        console.print(f"[red]simulate:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
 @projections_app.command("run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import nats
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
@@ -13,9 +14,19 @@ from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from adapters.metrics import record_ingest_metrics
+from adapters.nats.dead_letters import DeadLetterPublisher
+from adapters.nats.ingest_listener import IngestListener
+from adapters.nats.reading_publisher import ReadingPublisher
+from commands.ingest import IngestService
 from commands.meters import MeterRegistry
+from domain.readings import Source
 from hes.settings import Settings
+from projections.meter_directory import MeterDirectory
 from projections.meters_queries import MeterQueries
+from projections.reading_queries import ReadingQueries
+
+_json = msgspec.json.Encoder()
 
 
 class Container:
@@ -34,7 +45,10 @@ class Container:
             kwargs={"autocommit": True},
         )
         self.meters = MeterQueries(self.pool, settings.db_schema)
+        self.readings = ReadingQueries(self.pool, settings.db_schema)
         self.nats: NatsClient | None = None
+        self._ingest: IngestService | None = None
+        self._listener: IngestListener | None = None
         self.redis: Redis | None = (
             Redis.from_url(settings.redis_url, socket_timeout=2) if settings.redis_url else None
         )
@@ -45,19 +59,49 @@ class Container:
             return MemoryStore()
         return RedisStore(self.redis, namespace=f"hes:{self.settings.db_schema}:{name}")
 
-    async def open(self) -> None:
-        """Open the read pool and the NATS connection."""
+    @property
+    def ingest(self) -> IngestService:
+        """The telemetry ingest service (available once ``open`` has run)."""
+        if self._ingest is None:
+            raise RuntimeError("container is not open")
+        return self._ingest
+
+    async def open(self, *, listen_for_ingest: bool = True) -> None:
+        """Open the read pool, the NATS connection, the ingest service and its NATS listener."""
         await self.pool.open(wait=True, timeout=10)
-        assert self.settings.nats_url is not None
+        s = self.settings
+        assert s.nats_url is not None
         self.nats = await nats.connect(
-            self.settings.nats_url,
+            s.nats_url,
             name="hes-api",
             max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
             connect_timeout=5,
+            # a frozen server must not block publishers forever (they retry and push back)
+            flush_timeout=5,
         )
+        self._ingest = IngestService(
+            MeterDirectory(self.pool, s.db_schema),
+            ReadingPublisher(self.nats, s),
+            DeadLetterPublisher(self.nats, s),
+            partitions=s.reading_partitions,
+            max_batch_readings=s.max_batch_readings,
+            future_tolerance_seconds=s.future_tolerance_seconds,
+            max_age_seconds=s.retention_raw_days * 86400.0,
+        )
+        if listen_for_ingest:
+            self._listener = IngestListener(self.nats, s, self._ingest_over_nats)
+            await self._listener.start()
+
+    async def _ingest_over_nats(self, body: bytes) -> bytes:
+        result = await self.ingest.ingest(body, Source.NATS)
+        record_ingest_metrics(result, "nats")
+        return _json.encode(result)
 
     async def close(self) -> None:
         """Close everything opened by ``open`` and the registry's connections."""
+        if self._listener is not None:
+            await self._listener.stop()
         if self.nats is not None:
             await self.nats.drain()
         await self.pool.close()

@@ -3,15 +3,168 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
 log = logging.getLogger(__name__)
 
-# Each entry is applied once, in order, inside one transaction with its version record.
+Migration = Callable[[psycopg.Connection[Any], str], None]
+"""A migration written in Python: ``(connection, schema) -> None``, run inside the transaction."""
+
+# Retention the TimescaleDB policies start with (the HES_RETENTION_*_DAYS defaults); the native
+# path takes the configured values at each ``projections.partitions.drop_expired`` call instead.
+TIMESCALE_RETENTION_DAYS = {
+    "readings": 7,
+    "readings_1m": 30,
+    "readings_15m": 90,
+    "readings_30m": 90,
+}
+TIMESCALE_COMPRESS_AFTER = "2 days"
+
+_READINGS_COLUMNS = """
+    meter_id uuid NOT NULL,
+    quantity smallint NOT NULL,
+    ts timestamptz NOT NULL,
+    value double precision NOT NULL,
+    quality smallint NOT NULL,
+    source smallint NOT NULL,
+    received_at timestamptz NOT NULL,
+    PRIMARY KEY (meter_id, quantity, ts)
+"""
+
+_AGGREGATE_COLUMNS = """
+    meter_id uuid NOT NULL,
+    quantity smallint NOT NULL,
+    bucket timestamptz NOT NULL,
+    region text NOT NULL,
+    count integer NOT NULL,
+    sum double precision NOT NULL,
+    min double precision NOT NULL,
+    max double precision NOT NULL,
+    first_ts timestamptz NOT NULL,
+    first_value double precision NOT NULL,
+    last_ts timestamptz NOT NULL,
+    last_value double precision NOT NULL,
+    PRIMARY KEY (meter_id, quantity, bucket)
+"""
+
+_TIME_SERIES: dict[str, tuple[str, LiteralString]] = {
+    "readings": ("ts", _READINGS_COLUMNS),
+    "readings_1m": ("bucket", _AGGREGATE_COLUMNS),
+    "readings_15m": ("bucket", _AGGREGATE_COLUMNS),
+    "readings_30m": ("bucket", _AGGREGATE_COLUMNS),
+}
+
+_READ_MODELS: LiteralString = """
+CREATE INDEX readings_15m_region_idx ON {schema}.readings_15m (region, bucket);
+
+CREATE TABLE {schema}.regional_load_15m (
+    region text NOT NULL,
+    bucket timestamptz NOT NULL,
+    meters integer NOT NULL,
+    power_w double precision NOT NULL,
+    capacity_w double precision NOT NULL,
+    load_pct double precision NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (region, bucket)
+) WITH (fillfactor = 80);
+CREATE INDEX regional_load_15m_bucket_idx ON {schema}.regional_load_15m (bucket);
+
+CREATE TABLE {schema}.region_capacity (
+    region text PRIMARY KEY,
+    capacity_w double precision NOT NULL CHECK (capacity_w > 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE {schema}.meter_status (
+    meter_id uuid PRIMARY KEY,
+    region text NOT NULL,
+    last_seen timestamptz NOT NULL,
+    last_received_at timestamptz NOT NULL,
+    readings_total bigint NOT NULL,
+    last_energy_wh double precision,
+    last_energy_ts timestamptz
+) WITH (fillfactor = 80);
+CREATE INDEX meter_status_region_idx ON {schema}.meter_status (region);
+
+CREATE TABLE {schema}.storage_info (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+"""
+
+
+def _timescale_usable(conn: psycopg.Connection[Any]) -> bool:
+    # The extension must be installed on the server and preloaded, else CREATE EXTENSION fails.
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), "
+        "current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
+    ).fetchone()
+    return row is not None and bool(row[0]) and bool(row[1])
+
+
+def time_series_read_models(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create readings, aggregates, regional load and meter status on the best storage here."""
+    ident = sql.Identifier(schema)
+    timescale = _timescale_usable(conn)
+    log.info(
+        "time-series storage: %s",
+        "TimescaleDB hypertables" if timescale else "native daily partitions",
+    )
+    if timescale:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    for table, (time_column, columns) in _TIME_SERIES.items():
+        partitioning = (
+            sql.SQL("")
+            if timescale
+            else sql.SQL(" PARTITION BY RANGE ({})").format(sql.Identifier(time_column))
+        )
+        conn.execute(
+            sql.SQL("CREATE TABLE {}.{} ({}){}").format(
+                ident, sql.Identifier(table), sql.SQL(columns), partitioning
+            )
+        )
+        if timescale:
+            _hypertable(conn, schema, table, time_column)
+    conn.execute(sql.SQL(_READ_MODELS).format(schema=ident))
+    conn.execute(
+        sql.SQL("INSERT INTO {}.storage_info (key, value) VALUES ('time_series', %s)").format(
+            ident
+        ),
+        ("timescaledb" if timescale else "native",),
+    )
+
+
+def _hypertable(conn: psycopg.Connection[Any], schema: str, table: str, column: str) -> None:
+    qualified = f"{schema}.{table}"
+    conn.execute(
+        "SELECT create_hypertable(%s::regclass, %s, chunk_time_interval => interval '1 day')",
+        (qualified, column),
+    )
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {} SET (timescaledb.compress, "
+            "timescaledb.compress_segmentby = 'meter_id, quantity', "
+            "timescaledb.compress_orderby = {})"
+        ).format(sql.Identifier(schema, table), sql.Literal(column))
+    )
+    conn.execute(
+        "SELECT add_compression_policy(%s::regclass, %s::interval)",
+        (qualified, TIMESCALE_COMPRESS_AFTER),
+    )
+    conn.execute(
+        "SELECT add_retention_policy(%s::regclass, %s::interval)",
+        (qualified, f"{TIMESCALE_RETENTION_DAYS[table]} days"),
+    )
+
+
+# Each entry is applied once, in order, inside one transaction with its version record:
+# a SQL string (``{schema}`` is the quoted schema) or a ``Migration``.
 # Never edit a released entry: append a new one.
-MIGRATIONS: list[tuple[int, str, str]] = [
+MIGRATIONS: list[tuple[int, str, str | Migration]] = [
     (
         1,
         "meter registry read model",
@@ -49,6 +202,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE customer_account IS NOT NULL;
         """,
     ),
+    (2, "time-series read models: readings, aggregates, regional load", time_series_read_models),
 ]
 
 _LOCK_KEY = 0x4E5_0001
@@ -73,7 +227,10 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> list[int]:
         for version, description, statement in MIGRATIONS:
             if version in done:
                 continue
-            conn.execute(sql.SQL(statement).format(schema=ident))  # type: ignore[arg-type]
+            if isinstance(statement, str):
+                conn.execute(sql.SQL(statement).format(schema=ident))  # type: ignore[arg-type]
+            else:
+                statement(conn, schema)
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {}.schema_migrations (version, description) VALUES (%s, %s)"

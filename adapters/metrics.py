@@ -1,0 +1,80 @@
+"""Prometheus metrics of the reading pipeline and the API (one registry per process)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Latencies span from milliseconds (ingest → commit) to hours (late meter data).
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+    86400,
+)
+
+READINGS_ACCEPTED = Counter(
+    "hes_readings_accepted_total", "Readings accepted at ingest and published", ["source"]
+)
+READINGS_REJECTED = Counter(
+    "hes_readings_rejected_total", "Readings rejected at ingest (dead-lettered)", ["source", "rule"]
+)
+READINGS_STORED = Counter(
+    "hes_readings_stored_total", "Readings newly inserted into the raw table by reading workers"
+)
+READINGS_DUPLICATE = Counter(
+    "hes_readings_duplicate_total", "Readings a worker received again and ignored"
+)
+WRITE_BATCHES = Counter("hes_reading_write_batches_total", "Transactions committed by workers")
+WRITE_SECONDS = Histogram(
+    "hes_reading_write_seconds", "Duration of one worker transaction (COPY + aggregates)"
+)
+LATENCY_METER = Histogram(
+    "hes_reading_latency_meter_seconds",
+    "Meter timestamp to committed in the read model",
+    buckets=_LATENCY_BUCKETS,
+)
+LATENCY_INGEST = Histogram(
+    "hes_reading_latency_ingest_seconds",
+    "Accepted by the head-end to committed in the read model",
+    buckets=_LATENCY_BUCKETS,
+)
+CONSUMER_LAG = Gauge("hes_reading_consumer_lag", "Messages pending on the READINGS consumers")
+PUBLISH_BACK_PRESSURE = Counter(
+    "hes_publish_back_pressure_total", "Publishes refused because JetStream did not keep up"
+)
+
+
+class _IngestOutcome(Protocol):
+    @property
+    def accepted(self) -> int: ...
+
+    @property
+    def errors(self) -> Sequence[_RuleError]: ...
+
+
+class _RuleError(Protocol):
+    @property
+    def rule(self) -> str: ...
+
+
+def record_ingest_metrics(result: _IngestOutcome, source: str) -> None:
+    """Count accepted and rejected readings of one ingest call by source (and rule)."""
+    READINGS_ACCEPTED.labels(source).inc(result.accepted)
+    for error in result.errors:
+        READINGS_REJECTED.labels(source, error.rule).inc()
