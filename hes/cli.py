@@ -26,6 +26,8 @@ import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
 projections_app = typer.Typer(help="Projection workers.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(projections_app, name="projections")
+workers_app = typer.Typer(help="Reading workers.", no_args_is_help=True)
+app.add_typer(workers_app, name="workers")
 console = Console(stderr=True)
 
 
@@ -191,6 +193,19 @@ def simulate(
     except SimulatorError as exc:
         console.print(f"[red]simulate:[/] {exc}")
         raise typer.Exit(1) from None
+
+
+@workers_app.command("run")
+def workers_run() -> None:
+    """Run the reading workers (READINGS → time-series read models) in the foreground."""
+    from hes.reading_process import run_reading_workers
+
+    settings = _settings()
+    _logging(settings)
+    if settings.database_url is None or settings.nats_url is None:
+        console.print("[red]HES_DATABASE_URL and HES_NATS_URL must be set to run workers alone[/]")
+        raise typer.Exit(2)
+    asyncio.run(run_reading_workers(settings))
 
 
 @projections_app.command("run")

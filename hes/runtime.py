@@ -17,6 +17,7 @@ from api.auth import TokenService, load_or_create_secret
 from hes.container import Container
 from hes.embedded import start_nats, start_postgres
 from hes.migrate import migrate
+from hes.reading_process import WorkerProcess
 from hes.settings import Settings
 from hes.workers import SupervisedProjection
 
@@ -83,9 +84,14 @@ def up(settings: Settings, console: Console) -> None:
             f"({len(report.applied)} new migrations); streams {', '.join(report.streams)}"
         )
         projection = SupervisedProjection(s)
+        readings = WorkerProcess(s)
         if s.run_workers:
             projection.start()
+            readings.start()
             console.print("[green]✓[/] projection worker meters_view running")
+            console.print(
+                f"[green]✓[/] reading workers running ({s.reading_partitions} partitions)"
+            )
         else:
             console.print("[yellow]•[/] workers not run here (HES_RUN_WORKERS=false)")
         tokens = token_service(s)
@@ -104,6 +110,7 @@ def up(settings: Settings, console: Console) -> None:
         try:
             uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
         finally:
+            readings.stop()
             projection.stop()
 
 

@@ -16,11 +16,12 @@ from psycopg import sql
 from adapters.nats.streams import delete_streams
 from api.app import create_app
 from api.auth import TokenService
-from commands.context import Role
+from commands.context import Role, Scope
 from hes.container import Container
 from hes.migrate import migrate
 from hes.settings import Settings
 from hes.workers import SupervisedProjection
+from projections.reading_worker import ReadingWorker
 from tests.services import Services, discover
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -104,3 +105,23 @@ async def client(
 def new_serial(prefix: str = "SN") -> str:
     """A serial number no other test uses."""
     return f"{prefix}{uuid.uuid4().hex[:12].upper()}"
+
+
+@pytest.fixture(scope="session")
+async def reading_worker(settings: Settings) -> AsyncIterator[ReadingWorker]:
+    """Reading workers consuming this run's READINGS partitions for the whole session."""
+    assert settings.nats_url
+    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    stop = asyncio.Event()
+    worker = ReadingWorker(settings, nc)
+    task = asyncio.create_task(worker.run(stop))
+    yield worker
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    await nc.drain()
+
+
+def ingest_headers(tokens: TokenService) -> dict[str, str]:
+    """Headers of a gateway holding the ingest scope."""
+    token = tokens.issue("gateway-1", [], scopes=[Scope.INGEST])
+    return {"Authorization": f"Bearer {token}"}

@@ -12,10 +12,12 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.permission import BasePermission
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from api.auth import Unauthenticated
 from api.context import InvalidHeader, RequestContext
+from api.graphql.readings import ReadingQuery, ReadingSubscription
 from api.graphql.types import (
     ConnectionInput,
     FieldProblem,
@@ -72,7 +74,7 @@ def _parse_id(value: str, field: str = "id") -> UUID:
 
 
 @strawberry.type
-class Query:
+class MeterQuery:
     @strawberry.field(
         permission_classes=[IsAuthenticated],
         description="Meters matching the filter, ordered by serial, `first` at a time (max 500).",
@@ -308,9 +310,12 @@ class HesSchema(strawberry.Schema):
                 log.info("GraphQL request refused: %s", error.message)
 
 
+Query = merge_types("Query", (MeterQuery, ReadingQuery))
+
 schema = HesSchema(
     query=Query,
     mutation=Mutation,
+    subscription=ReadingSubscription,
     types=[ForbiddenError],
     extensions=[
         lambda: MaskErrors(

@@ -56,14 +56,13 @@ class Window:
     last_value: float
 
 
-def today() -> datetime:
-    """Midnight UTC of the current day."""
-    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+# Fixed once, so that a run crossing midnight UTC still agrees with itself about "today".
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def at(day_offset: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
     """A UTC instant ``day_offset`` days from today."""
-    return today() + timedelta(days=day_offset, hours=hour, minutes=minute, seconds=second)
+    return TODAY + timedelta(days=day_offset, hours=hour, minutes=minute, seconds=second)
 
 
 def batch(meter: UUID, region: str, readings: Iterable[tuple[int, datetime, float]]) -> MeterBatch:
@@ -211,9 +210,8 @@ async def test_aggregates_windows_first_last_and_register_delta(
     assert first_quarter.sum / first_quarter.count == pytest.approx(4114.0 / 4)
     assert first_quarter.last_value - first_quarter.first_value == pytest.approx(100.0)
     m30 = await stored(conn, settings.db_schema, "readings_30m", [meter])
-    assert m30[(meter, ENERGY, at(-1, 10))].last_value - m30[
-        (meter, ENERGY, at(-1, 10))
-    ].first_value == pytest.approx(150.0)
+    half_hour = m30[(meter, ENERGY, at(-1, 10))]
+    assert half_hour.last_value - half_hour.first_value == pytest.approx(150.0)
     assert m30[(meter, ENERGY, at(-1, 10, 30))].count == 1
 
     cur = await conn.execute(
@@ -301,9 +299,8 @@ async def test_late_and_out_of_order_readings_land_in_their_windows(
     assert m15[(meter, ENERGY, at(-1, 11, 30))].count == 1
     m30 = await stored(conn, settings.db_schema, "readings_30m", [meter])
     assert m30[(meter, ENERGY, at(-1, 11, 30))].first_value == 450.0
-    assert m30[(meter, ENERGY, at(-1, 12))].last_value - m30[
-        (meter, ENERGY, at(-1, 12))
-    ].first_value == pytest.approx(30.0)
+    half_hour = m30[(meter, ENERGY, at(-1, 12))]
+    assert half_hour.last_value - half_hour.first_value == pytest.approx(30.0)
 
 
 async def test_regional_load_sums_meter_averages_against_capacity(
@@ -332,7 +329,9 @@ async def test_regional_load_sums_meter_averages_against_capacity(
         [
             batch(a, configured, [(POWER, at(-1, 14, 10), 3000.0), (ENERGY, at(-1, 14, 10), 9e6)]),
             batch(b, configured, [(POWER, at(-1, 14, 2), 500.0), (POWER, at(-1, 14, 7), 1500.0)]),
-            batch(c, unconfigured, [(POWER, at(-1, 14, 3), 2500.0), (VOLTAGE, at(-1, 14, 3), 230)]),
+            batch(
+                c, unconfigured, [(POWER, at(-1, 14, 3), 2500.0), (VOLTAGE, at(-1, 14, 3), 230.0)]
+            ),
         ],
     )
     assert (await regional(conn, settings.db_schema, configured))[window] == pytest.approx(
@@ -374,6 +373,7 @@ async def test_partitions_are_created_on_demand(
 ) -> None:
     meter, region = uuid.uuid4(), region_name("part")
     days = [at(-3, 0).date(), at(1, 0).date()]
+    assert not names(days) & await partitions_of(conn, settings.db_schema)
 
     result = await store.write(
         conn, [batch(meter, region, [(POWER, at(-3, 23, 59), 1.0), (POWER, at(1, 0, 1), 2.0)])]

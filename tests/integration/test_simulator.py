@@ -57,6 +57,7 @@ class FakeHes:
     calls: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    keep_bodies: bool = True
     pushed_back: list[bytes] = field(default_factory=list)
     accepted_bodies: list[bytes] = field(default_factory=list)
 
@@ -100,7 +101,7 @@ class FakeHes:
             accepted = rejected = 0
             errors = []
             for index, item in enumerate(items):
-                if item["meter"] in self.registered - self.unknown:
+                if item["meter"] in self.registered and item["meter"] not in self.unknown:
                     accepted += len(item["readings"])
                     continue
                 rejected += len(item["readings"])
@@ -113,7 +114,8 @@ class FakeHes:
                         "serial": item["meter"],
                     }
                 )
-            self.accepted_bodies.append(body)
+            if self.keep_bodies:
+                self.accepted_bodies.append(body)
             return 200, {"accepted": accepted, "rejected": rejected, "errors": errors}
         finally:
             self.in_flight -= 1
