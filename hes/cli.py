@@ -28,6 +28,8 @@ app.add_typer(import_app, name="import")
 app.add_typer(projections_app, name="projections")
 workers_app = typer.Typer(help="Reading workers.", no_args_is_help=True)
 app.add_typer(workers_app, name="workers")
+bench_app = typer.Typer(help="Benchmarks (JSON figures on the last line).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 
@@ -193,6 +195,34 @@ def simulate(
     except SimulatorError as exc:
         console.print(f"[red]simulate:[/] {exc}")
         raise typer.Exit(1) from None
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    readings: Annotated[int, typer.Option(help="Readings for the sustained phase.")] = 1_000_000,
+    per_message: Annotated[int, typer.Option(help="Readings per JetStream message.")] = 96,
+    processes: Annotated[int, typer.Option(help="Reading-worker processes.")] = 2,
+    rate: Annotated[float, typer.Option(help="Fixed rate of the latency phase.")] = 6700.0,
+    latency_seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 30.0,
+) -> None:
+    """Full path publisher → JetStream → workers → PostgreSQL; JSON figures on the last line."""
+    from hes.bench import bench_ingest as run_bench
+    from hes.runtime import servers
+
+    settings = _settings()
+    with servers(settings, console) as resolved:
+        figures = asyncio.run(
+            run_bench(
+                resolved.settings,
+                console,
+                readings=readings,
+                per_message=per_message,
+                processes=processes,
+                rate=rate,
+                latency_seconds=latency_seconds,
+            )
+        )
+    print(msgspec.json.encode(figures).decode())
 
 
 @workers_app.command("run")

@@ -95,7 +95,7 @@ class RegionFleet(msgspec.Struct, frozen=True, kw_only=True):
     meters_reporting: int
     """Meters with a reading in the last 15 minutes."""
     readings_last_minute: int
-    """Readings stored for the last complete minute."""
+    """Readings per minute over the last complete 15-minute window."""
     completeness_pct: float
     """Reporting meters as a share of the region's active meters."""
 
@@ -188,8 +188,9 @@ class ReadingQueries:
         return [msgspec.convert(r, RegionalLoadRow) for r in rows]
 
     async def fleet(self, now: datetime) -> list[RegionFleet]:
-        """Per-region counters: registered, reporting, readings in the last minute, completeness."""
-        minute = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+        """Per-region counters: registered, reporting, readings per minute, completeness."""
+        quarter = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+        window = quarter - timedelta(minutes=15)
         query = sql.SQL(
             """
             WITH registered AS (
@@ -198,19 +199,19 @@ class ReadingQueries:
             reporting AS (
                 SELECT region, count(*) AS n FROM {s}.meter_status
                 WHERE last_seen >= %(since)s GROUP BY region),
-            last_minute AS (
-                SELECT region, sum(count) AS n FROM {s}.readings_1m
-                WHERE bucket = %(minute)s GROUP BY region)
+            last_window AS (
+                SELECT region, sum(count) / 15 AS n FROM {s}.readings_15m
+                WHERE region IS NOT NULL AND bucket = %(window)s GROUP BY region)
             SELECT r.region, r.n AS meters_registered,
                    coalesce(p.n, 0) AS meters_reporting,
                    coalesce(m.n, 0) AS readings_last_minute
             FROM registered r
             LEFT JOIN reporting p USING (region)
-            LEFT JOIN last_minute m USING (region)
+            LEFT JOIN last_window m USING (region)
             ORDER BY r.region
             """
         ).format(s=self.schema)
-        rows = await self._rows(query, {"since": now - REPORTING_WINDOW, "minute": minute})
+        rows = await self._rows(query, {"since": now - REPORTING_WINDOW, "window": window})
         return [
             RegionFleet(
                 region=r["region"],

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -26,7 +26,7 @@ from adapters.nats.dead_letters import DeadLetterPublisher
 from adapters.nats.reading_consumer import ReadingConsumer
 from domain.readings import MeterBatch
 from hes.settings import Settings
-from projections.partitions import drop_expired
+from projections.partitions import drop_expired, ensure_partitions
 from projections.reading_store import ReadingStore, WriteResult
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,12 @@ class ReadingWorker:
             await self.pool.close()
 
     async def enforce_retention(self) -> list[str]:
-        """Drop partitions older than the configured retention; return their names."""
+        """Create today's and tomorrow's partitions, drop expired ones; return those dropped."""
         s = self.settings
+        today = datetime.now(UTC).date()
         async with self.pool.connection() as conn:
+            # Tomorrow's partitions exist before midnight, so no write waits to create them.
+            await ensure_partitions(conn, s.db_schema, [today, today + timedelta(days=1)])
             dropped = await drop_expired(
                 conn,
                 s.db_schema,

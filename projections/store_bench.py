@@ -115,6 +115,14 @@ async def _timed_copy(
             await conn.execute(sql.SQL("DROP TABLE {}").format(table))
 
 
+async def copy_baseline(
+    database_url: str, schema: str, writes: Sequence[Sequence[MeterBatch]]
+) -> float:
+    """Rows/s of a bare binary COPY of these readings into an unlogged, index-free table."""
+    rows = sum(len(b.readings) for batches in writes for b in batches)
+    return rows / await _timed_copy(database_url, schema, writes)
+
+
 async def bench_store(
     database_url: str, schema: str, readings: int, batch_readings: int, *, writers: int = 1
 ) -> dict[str, float]:

@@ -372,11 +372,12 @@ async def test_partitions_are_created_on_demand(
     settings: Settings, conn: psycopg.AsyncConnection[Any], store: ReadingStore
 ) -> None:
     meter, region = uuid.uuid4(), region_name("part")
-    days = [at(-3, 0).date(), at(1, 0).date()]
+    # Two days ahead: the session's reading workers pre-create tomorrow's partitions.
+    days = [at(-3, 0).date(), at(2, 0).date()]
     assert not names(days) & await partitions_of(conn, settings.db_schema)
 
     result = await store.write(
-        conn, [batch(meter, region, [(POWER, at(-3, 23, 59), 1.0), (POWER, at(1, 0, 1), 2.0)])]
+        conn, [batch(meter, region, [(POWER, at(-3, 23, 59), 1.0), (POWER, at(2, 0, 1), 2.0)])]
     )
 
     assert result.inserted == 2
