@@ -108,6 +108,17 @@ async def _stored(settings: Settings) -> int:
     return int(row[0]) if row else 0
 
 
+async def _registered(settings: Settings) -> int:
+    assert settings.database_url
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+        row = await (
+            await conn.execute(
+                sql.SQL("SELECT count(*) FROM {}.meters").format(sql.Identifier(settings.db_schema))
+            )
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _spawn_workers(settings: Settings, count: int) -> list[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
@@ -286,6 +297,191 @@ async def bench_ingest(
         latency_max_ms=round(lat[-1], 2) if lat else -1,
         copy_baseline_rows_per_s=round(copy_rate),
         sustained_to_copy_ratio=round(total / elapsed / copy_rate, 3),
+        cpu_count=os.cpu_count() or 0,
+        started_at=started_at,
+    )
+
+
+class HttpFigures(msgspec.Struct, kw_only=True):
+    """What `hes bench http` measured."""
+
+    bench: str = "http"
+    requests: int
+    readings_per_request: int
+    concurrency: int
+    accepted_readings: int
+    http_seconds: float
+    http_readings_per_s: float
+    end_to_end_seconds: float
+    end_to_end_readings_per_s: float
+    cpu_count: int
+    started_at: str
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def bench_http(
+    settings: Settings,
+    console: Console,
+    *,
+    meters: int,
+    seconds: float,
+    concurrency: int,
+    items_per_request: int,
+) -> HttpFigures:
+    """POST /telemetry/batch against a `hes up` child for a while; HTTP and end-to-end rates."""
+    import httpx
+
+    from api.auth import TokenService
+    from commands.context import SYSTEM, CommandContext, Scope
+    from commands.meters import MeterRegistry
+    from domain.values import ConnectionProfile, MeterSpec
+
+    run = uuid.uuid4().hex[:8]
+    secret = uuid.uuid4().hex * 2
+    s = msgspec.structs.replace(
+        settings,
+        db_schema=f"bench_{run}",
+        nats_prefix=f"BENCH{run}_",
+        jwt_secret=secret,
+        port=_free_port(),
+        rate_limit_per_minute=10_000_000,
+    )
+    assert s.database_url and s.nats_url
+    started_at = datetime.now(UTC).isoformat()
+    await migrate(s)
+    registry = MeterRegistry(env=s.eventsourcing_env())
+    serials = [f"BENCH-{m:07d}" for m in range(meters)]
+    specs: list[tuple[MeterSpec, str | None]] = [
+        (
+            MeterSpec(
+                serial=x,
+                manufacturer="Bench",
+                model="B1",
+                firmware="1",
+                phases=1,
+                region=f"R{i % 8}",
+                area=f"A{i % 64}",
+                connection=ConnectionProfile(host="10.0.0.1"),
+            ),
+            None,
+        )
+        for i, x in enumerate(serials)
+    ]
+    for i in range(0, len(specs), 1000):
+        await asyncio.to_thread(
+            registry.import_meters, specs[i : i + 1000], CommandContext(actor=SYSTEM)
+        )
+    registry.close()
+    env = {
+        **os.environ,
+        "HES_DATABASE_URL": s.database_url,
+        "HES_NATS_URL": s.nats_url,
+        "HES_DB_SCHEMA": s.db_schema,
+        "HES_NATS_PREFIX": s.nats_prefix,
+        "HES_JWT_SECRET": secret,
+        "HES_PORT": str(s.port),
+        "HES_RATE_LIMIT_PER_MINUTE": "10000000",
+        "HES_LOG_LEVEL": "WARNING",
+    }
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hes.cli",
+        "up",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{s.port}"
+    token = TokenService(secret, s.jwt_issuer, s.jwt_audience).issue(
+        "bench-gateway", [], scopes=[Scope.INGEST]
+    )
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            with console.status("waiting for `hes up` and its meters read model…"):
+                for _ in range(1200):
+                    try:
+                        if (await client.get("/health/ready")).status_code == 200 and (
+                            await _registered(s) >= meters
+                        ):
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.1)
+            start_ts = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+            counter = [0, 0]  # requests, accepted readings
+            outcomes: dict[str, int] = {}
+
+            def body(n: int) -> bytes:
+                ts = (start_ts + timedelta(seconds=n)).isoformat()
+                items = [
+                    {
+                        "meter_id": serials[(n * items_per_request + k) % meters],
+                        "timestamp": ts,
+                        "voltage": 230.5,
+                        "current": 5.1,
+                        "power_kw": 1.2,
+                        "energy_kwh": 100.0 + n,
+                        "power_factor": 0.95,
+                        "frequency": 50.0,
+                    }
+                    for k in range(items_per_request)
+                ]
+                return msgspec.json.encode(items)
+
+            began = time.perf_counter()
+
+            async def poster() -> None:
+                while time.perf_counter() - began < seconds:
+                    n = counter[0]
+                    counter[0] += 1
+                    reply = await client.post(
+                        "/api/v1/telemetry/batch", content=body(n), headers=headers
+                    )
+                    if reply.status_code == 200:
+                        answer = reply.json()
+                        counter[1] += int(answer["accepted"])
+                        for e in answer["errors"][:3]:
+                            outcomes[e["rule"]] = outcomes.get(e["rule"], 0) + 1
+                    else:
+                        outcomes[str(reply.status_code)] = (
+                            outcomes.get(str(reply.status_code), 0) + 1
+                        )
+
+            await asyncio.gather(*(poster() for _ in range(concurrency)))
+            http_seconds = time.perf_counter() - began
+            if outcomes:
+                console.print(f"refusals: {outcomes}")
+            with console.status("waiting for the workers to store everything…"):
+                # Polling the database is the point: the workers run in another process.
+                while await _stored(s) < counter[1] and time.perf_counter() - began < 600:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            end_to_end = time.perf_counter() - began
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
+        nc = await nats.connect(s.nats_url)
+        await delete_streams(nc.jetstream(), s.nats_prefix)
+        await nc.close()
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(s.db_schema)))
+    return HttpFigures(
+        requests=counter[0],
+        readings_per_request=items_per_request * 6,
+        concurrency=concurrency,
+        accepted_readings=counter[1],
+        http_seconds=round(http_seconds, 3),
+        http_readings_per_s=round(counter[1] / http_seconds),
+        end_to_end_seconds=round(end_to_end, 3),
+        end_to_end_readings_per_s=round(counter[1] / end_to_end),
         cpu_count=os.cpu_count() or 0,
         started_at=started_at,
     )

@@ -225,6 +225,32 @@ def bench_ingest(
     print(msgspec.json.encode(figures).decode())
 
 
+@bench_app.command("http")
+def bench_http(
+    meters: Annotated[int, typer.Option(help="Registered meters the readings spread over.")] = 5000,
+    seconds: Annotated[float, typer.Option(help="How long to post.")] = 20.0,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 8,
+    items: Annotated[int, typer.Option(help="Gateway items (6 readings each) per request.")] = 500,
+) -> None:
+    """POST /telemetry/batch end to end against a `hes up` child; JSON figures last."""
+    from hes.bench import bench_http as run_bench
+    from hes.runtime import servers
+
+    settings = _settings()
+    with servers(settings, console) as resolved:
+        figures = asyncio.run(
+            run_bench(
+                resolved.settings,
+                console,
+                meters=meters,
+                seconds=seconds,
+                concurrency=concurrency,
+                items_per_request=items,
+            )
+        )
+    print(msgspec.json.encode(figures).decode())
+
+
 @workers_app.command("run")
 def workers_run() -> None:
     """Run the reading workers (READINGS → time-series read models) in the foreground."""
