@@ -32,6 +32,23 @@ mutation($serial: String!) {
 """
 
 
+def _drop(services: Services, schema: str) -> None:
+    import asyncio
+
+    import nats
+
+    from adapters.nats.streams import delete_streams
+
+    async def streams() -> None:
+        nc = await nats.connect(services.nats_url)
+        await delete_streams(nc.jetstream(), schema.upper() + "_")
+        await nc.close()
+
+    asyncio.run(streams())
+    with psycopg.connect(services.database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -118,8 +135,7 @@ def test_up_with_configured_servers(services: Services, tmp_path: Path) -> None:
     try:
         _run_up_and_use_it(env)
     finally:
-        with psycopg.connect(services.database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        _drop(services, schema)
 
 
 def test_up_with_nothing_but_python(tmp_path: Path) -> None:
@@ -138,3 +154,136 @@ def test_up_with_nothing_but_python(tmp_path: Path) -> None:
     while pg_pid.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not pg_pid.exists()
+
+
+LIVE = (
+    "subscription($m: String!) { liveReadings(meter: $m) "
+    "{ meterId ts value quantity { alias } source } }"
+)
+
+
+def test_telemetry_flows_live_and_into_queries(services: Services, tmp_path: Path) -> None:
+    """Gateway POST → live websocket subscribers and the stored readings, in one `hes up`."""
+    import asyncio
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    import websockets
+
+    schema = f"l_{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HES_DATABASE_URL": services.database_url,
+        "HES_NATS_URL": services.nats_url,
+        "HES_DB_SCHEMA": schema,
+        "HES_NATS_PREFIX": schema.upper() + "_",
+        "HES_PORT": str(port),
+        "HES_DATA_DIR": str(tmp_path / "data"),
+        "HES_LOG_LEVEL": "WARNING",
+    }
+    base = f"http://127.0.0.1:{port}"
+    Path(env["HES_DATA_DIR"]).mkdir(parents=True)
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(_hes(env, "up"), env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def token(*args: str) -> str:
+        return subprocess.run(
+            _hes(env, "token", *args), env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    async def scenario() -> None:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            while True:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    if (await client.get("/health/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.2)
+            operator = {"Authorization": f"Bearer {token('--role', 'operator')}"}
+            serial = f"LIVE{uuid.uuid4().hex[:8].upper()}"
+            registered = await client.post(
+                "/graphql",
+                headers=operator,
+                json={"query": REGISTER, "variables": {"serial": serial}},
+            )
+            assert registered.json()["data"]["registerMeter"]["__typename"] == "Meter"
+
+            async with websockets.connect(
+                f"ws://127.0.0.1:{port}/graphql",
+                subprotocols=["graphql-transport-ws"],
+                additional_headers=operator,
+            ) as ws:
+                await ws.send(json.dumps({"type": "connection_init"}))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                await ws.send(
+                    json.dumps(
+                        {
+                            "id": "1",
+                            "type": "subscribe",
+                            "payload": {"query": LIVE, "variables": {"m": serial}},
+                        }
+                    )
+                )
+                await asyncio.sleep(0.5)  # the subscription is bound before readings flow
+                ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+                gateway = {"Authorization": f"Bearer {token('--scope', 'ingest')}"}
+                posted = await client.post(
+                    "/telemetry/batch",
+                    headers=gateway,
+                    json=[
+                        {
+                            "meter_id": serial,
+                            "timestamp": ts.isoformat(),
+                            "voltage": 229.0,
+                            "power_kw": 1.5,
+                        }
+                    ],
+                )
+                assert posted.json()["accepted"] == 2, posted.text
+                live = []
+                while len(live) < 2:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    assert msg["type"] == "next", msg
+                    live.append(msg["payload"]["data"]["liveReadings"])
+                assert {(r["quantity"]["alias"], r["value"]) for r in live} == {
+                    ("voltage_l1", 229.0),
+                    ("power_import", 1500.0),
+                }
+                assert {r["source"] for r in live} == {"http"}
+
+            query = (
+                "query($m: String!, $f: DateTime!, $t: DateTime!) { readings(meter: $m, "
+                'quantity: "voltage_l1", from: $f, to: $t) { edges { node { value } } } }'
+            )
+            variables = {
+                "m": serial,
+                "f": (ts - timedelta(minutes=1)).isoformat(),
+                "t": (ts + timedelta(minutes=1)).isoformat(),
+            }
+            while True:
+                stored = (
+                    await client.post(
+                        "/graphql", headers=operator, json={"query": query, "variables": variables}
+                    )
+                ).json()
+                if stored["data"]["readings"]["edges"]:
+                    break
+                assert time.monotonic() < deadline + 30, stored
+                await asyncio.sleep(0.2)
+            assert stored["data"]["readings"]["edges"][0]["node"]["value"] == 229.0
+            metrics = (await client.get("/metrics")).text
+            assert 'hes_readings_accepted_total{source="http"} 2.0' in metrics
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        _drop(services, schema)
