@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -169,6 +170,7 @@ def test_telemetry_flows_live_and_into_queries(services: Services, tmp_path: Pat
     from datetime import UTC, datetime, timedelta
 
     import websockets
+    from websockets.typing import Subprotocol
 
     schema = f"l_{uuid.uuid4().hex[:8]}"
     port = _free_port()
@@ -217,7 +219,7 @@ def test_telemetry_flows_live_and_into_queries(services: Services, tmp_path: Pat
 
             async with websockets.connect(
                 f"ws://127.0.0.1:{port}/graphql",
-                subprotocols=["graphql-transport-ws"],
+                subprotocols=[Subprotocol("graphql-transport-ws")],
                 additional_headers=operator,
             ) as ws:
                 await ws.send(json.dumps({"type": "connection_init"}))
@@ -247,7 +249,7 @@ def test_telemetry_flows_live_and_into_queries(services: Services, tmp_path: Pat
                     ],
                 )
                 assert posted.json()["accepted"] == 2, posted.text
-                live = []
+                live: list[dict[str, Any]] = []
                 while len(live) < 2:
                     msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
                     assert msg["type"] == "next", msg
