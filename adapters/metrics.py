@@ -54,7 +54,11 @@ LATENCY_INGEST = Histogram(
     "Accepted by the head-end to committed in the read model",
     buckets=_LATENCY_BUCKETS,
 )
-CONSUMER_LAG = Gauge("hes_reading_consumer_lag", "Messages pending on the READINGS consumers")
+CONSUMER_LAG = Gauge(
+    "hes_reading_consumer_lag",
+    "Messages pending on the READINGS consumers",
+    multiprocess_mode="max",  # every worker process sees the same consumers
+)
 PUBLISH_BACK_PRESSURE = Counter(
     "hes_publish_back_pressure_total", "Publishes refused because JetStream did not keep up"
 )

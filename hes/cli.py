@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -51,9 +53,15 @@ def _logging(settings: Settings) -> None:
 @app.command()
 def up() -> None:
     """Start PostgreSQL and NATS (embedded unless configured), migrate, and serve the API."""
+    settings = _settings()
+    # API and reading-worker processes share one metrics directory, so /metrics shows both.
+    # It must be set before prometheus_client is imported, and emptied of a previous run's files.
+    metrics_dir = settings.data_dir.resolve() / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from hes.runtime import up as run_up
 
-    settings = _settings()
     _logging(settings)
     run_up(settings, console)
 

@@ -12,6 +12,7 @@ import threading
 import time
 
 import nats
+from prometheus_client import start_http_server
 
 from hes.settings import Settings
 from projections.reading_worker import ReadingWorker
@@ -34,6 +35,8 @@ async def run_reading_workers(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if settings.metrics_port is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        start_http_server(settings.metrics_port, addr=settings.host)
     worker = ReadingWorker(settings, nc)
     log.info("reading workers consuming %d partitions", settings.reading_partitions)
     try:

@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Messages a reading worker fetches per round."""
     publish_max_in_flight: int = 4096
     """Unacknowledged JetStream publishes allowed before the publisher pushes back."""
+    metrics_port: int | None = None
+    """Port of a Prometheus endpoint for `hes workers run` started on its own."""
     run_workers: bool = True
     """Run the projection workers inside ``hes up``; false for API-only replicas."""
     log_level: str = "INFO"

@@ -282,6 +282,9 @@ def test_telemetry_flows_live_and_into_queries(services: Services, tmp_path: Pat
             assert stored["data"]["readings"]["edges"][0]["node"]["value"] == 229.0
             metrics = (await client.get("/metrics")).text
             assert 'hes_readings_accepted_total{source="http"} 2.0' in metrics
+            # Counted in the reading-worker child process, shown by the API's /metrics:
+            assert "hes_readings_stored_total 2.0" in metrics
+            assert "hes_reading_latency_ingest_seconds_count 1.0" in metrics
 
     try:
         asyncio.run(scenario())
