@@ -30,6 +30,8 @@ app.add_typer(import_app, name="import")
 app.add_typer(projections_app, name="projections")
 workers_app = typer.Typer(help="Reading workers.", no_args_is_help=True)
 app.add_typer(workers_app, name="workers")
+regions_app = typer.Typer(help="Regions: capacity for load percentages.", no_args_is_help=True)
+app.add_typer(regions_app, name="regions")
 bench_app = typer.Typer(help="Benchmarks (JSON figures on the last line).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
@@ -270,6 +272,42 @@ def workers_run() -> None:
         console.print("[red]HES_DATABASE_URL and HES_NATS_URL must be set to run workers alone[/]")
         raise typer.Exit(2)
     asyncio.run(run_reading_workers(settings))
+
+
+@regions_app.command("capacity")
+def region_capacity(
+    region: Annotated[str, typer.Argument(help="Region name as registered on meters.")],
+    kw: Annotated[float | None, typer.Argument(help="Capacity in kW; omit to show.")] = None,
+) -> None:
+    """Show or set a region's capacity, the 100 % of its load percentage."""
+    import psycopg
+    from psycopg import sql
+
+    from hes.runtime import servers
+
+    settings = _settings()
+    if kw is not None and not kw > 0:
+        console.print("[red]capacity must be a positive number of kW[/]")
+        raise typer.Exit(2)
+    with servers(settings, console, need_nats=False) as resolved:
+        assert resolved.settings.database_url
+        table = sql.Identifier(settings.db_schema, "region_capacity")
+        with psycopg.connect(resolved.settings.database_url, autocommit=True) as conn:
+            if kw is not None:
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (region, capacity_w) VALUES (%s, %s) ON CONFLICT (region)"
+                        " DO UPDATE SET capacity_w = EXCLUDED.capacity_w, updated_at = now()"
+                    ).format(table),
+                    (region, kw * 1000),
+                )
+            row = conn.execute(
+                sql.SQL("SELECT capacity_w FROM {} WHERE region = %s").format(table), (region,)
+            ).fetchone()
+    if row is None:
+        print(f"{region}: default {settings.default_region_capacity_kw:g} kW")
+    else:
+        print(f"{region}: {row[0] / 1000:g} kW")
 
 
 @projections_app.command("run")

@@ -81,3 +81,13 @@ def test_bad_setting_names_the_variable(settings: Settings) -> None:
     result = CliRunner().invoke(app, ["migrate"], env={**_env(settings), "HES_PORT": "eighty"})
     assert result.exit_code == 2
     assert "HES_PORT" in result.output
+
+
+def test_region_capacity_is_set_and_shown(settings: Settings) -> None:
+    region = "CAP-" + new_serial("")[:6]
+    shown = CliRunner().invoke(app, ["regions", "capacity", region], env=_env(settings))
+    assert shown.exit_code == 0 and "default 10000 kW" in shown.stdout
+    set_ = CliRunner().invoke(app, ["regions", "capacity", region, "2500"], env=_env(settings))
+    assert set_.exit_code == 0 and f"{region}: 2500 kW" in set_.stdout
+    bad = CliRunner().invoke(app, ["regions", "capacity", region, "-1"], env=_env(settings))
+    assert bad.exit_code == 2
