@@ -7,6 +7,7 @@ order, so the same seed and the same sequence of tick times give the same readin
 from __future__ import annotations
 
 import csv
+import dataclasses
 import enum
 import io
 import random
@@ -84,7 +85,9 @@ class Disturbances:
 
 
 @dataclass(frozen=True)
-class _Archetype:
+class Region:
+    """A region of the fleet: its name, customer mix and supply voltage behaviour."""
+
     name: str
     mix: tuple[float, float, float]
     """Shares of residential, commercial and industrial meters."""
@@ -94,10 +97,10 @@ class _Archetype:
 
 
 _ARCHETYPES = (
-    _Archetype("North", (0.85, 0.12, 0.03), 2.0, 4.0),
-    _Archetype("Central", (0.45, 0.50, 0.05), 3.0, 3.0),
-    _Archetype("Harbour", (0.30, 0.20, 0.50), 1.0, 6.0),
-    _Archetype("Valley", (0.92, 0.06, 0.02), 0.0, 9.0),
+    Region("North", (0.85, 0.12, 0.03), 2.0, 4.0),
+    Region("Central", (0.45, 0.50, 0.05), 3.0, 3.0),
+    Region("Harbour", (0.30, 0.20, 0.50), 1.0, 6.0),
+    Region("Valley", (0.92, 0.06, 0.02), 0.0, 9.0),
 )
 _PROFILES = tuple(Profile)
 _THREE_PHASE_SHARE = {Profile.RESIDENTIAL: 0.15, Profile.COMMERCIAL: 0.7, Profile.INDUSTRIAL: 1.0}
@@ -190,16 +193,6 @@ class _Meter:
     """Ticks still to be skipped by the current outage."""
     outage_from: float | None = None
     """Shape integral at the start of a supply outage (``None``: no supply outage)."""
-
-
-@dataclass(frozen=True)
-class Region:
-    """A region of the fleet: its name and its residential/commercial/industrial mix."""
-
-    name: str
-    mix: tuple[float, float, float]
-    voltage_offset: float
-    sag_v: float
 
 
 class Fleet:
@@ -303,12 +296,6 @@ class Fleet:
             )
         return out.getvalue()
 
-    def regional_load(self, region: int, now: datetime) -> float:
-        """The region's load factor at ``now``: its customer mix applied to their shapes."""
-        hours = _hours(_utc(now))
-        mix = self.regions[region].mix
-        return sum(share * _SHAPES[p].at(hours) for share, p in zip(mix, _PROFILES, strict=True))
-
     def tick(self, now: datetime) -> list[MeterReadings]:
         """What every reporting meter sends at ``now`` (silent meters are absent)."""
         return list(self.iter_tick(now))
@@ -409,8 +396,9 @@ def _last_gasp(m: _Meter, ts: datetime, energy: float) -> list[Reading]:
 def _region(index: int) -> Region:
     archetype = _ARCHETYPES[index % len(_ARCHETYPES)]
     round_ = index // len(_ARCHETYPES)
-    name = archetype.name if round_ == 0 else f"{archetype.name} {round_ + 1}"
-    return Region(name, archetype.mix, archetype.voltage_offset, archetype.sag_v)
+    if round_ == 0:
+        return archetype
+    return dataclasses.replace(archetype, name=f"{archetype.name} {round_ + 1}")
 
 
 def _utc(ts: datetime) -> datetime:

@@ -327,12 +327,16 @@ class _Run:
                     raise SimulatorError(
                         f"meter import refused: {response.status_code} {_detail(response.content)}"
                     )
-                report = msgspec.json.decode(response.content, type=ImportReport)
+                try:
+                    report = msgspec.json.decode(response.content, type=ImportReport)
+                except msgspec.DecodeError as exc:
+                    raise SimulatorError(f"unexpected meter import answer: {exc}") from exc
                 if report.errors:
                     e = report.errors[0]
+                    meter = e.serial or f"meter #{first + e.line - 1}"
                     raise SimulatorError(
                         f"the API rejected {report.rejected} simulated meters, e.g. "
-                        f"{e.serial or 'line ' + str(first + e.line - 1)} {e.field}: {e.reason}"
+                        f"{meter} {e.field}: {e.reason}"
                     )
                 created += report.created
                 unchanged += report.unchanged
@@ -346,18 +350,28 @@ class _Run:
         )
         return Registration(rows=total, created=created, unchanged=unchanged)
 
-    async def loop(self, sender: _Sender, wall0: float, mono0: float) -> None:
-        """Send one tick per interval slot until the duration or tick count is reached."""
+    async def loop(self, sender: _Sender) -> None:
+        """Send one tick per interval slot until the duration or tick count is reached.
+
+        The first tick goes at once, stamped with the slot it falls in; ``duration_s`` gives
+        ``duration_s / interval_s`` ticks and the run lasts that long.
+        """
         interval = self.interval_s
+        wall0, mono0 = time.time(), time.monotonic()
         slot = math.floor(wall0 / interval)
-        end = math.inf
+        end, finish = math.inf, mono0
         if self.duration_s is not None:
             end = slot + math.ceil(self.duration_s / interval - 1e-9)
+            finish = mono0 + self.duration_s
         previous: int | None = None
         while True:
             if previous is not None:
                 self.stats.skipped_ticks += int(min(slot, end)) - previous - 1
-            if slot >= end or (self.max_ticks is not None and self.stats.ticks >= self.max_ticks):
+            if self.max_ticks is not None and self.stats.ticks >= self.max_ticks:
+                return
+            if slot >= end:
+                # Sit out the last interval too: the achieved rate is then per second of run.
+                await asyncio.sleep(max(0.0, finish - time.monotonic()))
                 return
             due = mono0 + slot * interval - wall0
             wait = due - time.monotonic()
@@ -540,8 +554,7 @@ async def simulate(
         raise SimulatorError(f"concurrency must be at least 1, got {concurrency}")
     if interval_s <= 0 or (duration_s is not None and duration_s <= 0):
         raise SimulatorError("interval and duration must be positive")
-    wall0, mono0 = time.time(), time.monotonic()
-    start = datetime.fromtimestamp(math.floor(wall0 / interval_s) * interval_s, UTC)
+    start = datetime.fromtimestamp(math.floor(time.time() / interval_s) * interval_s, UTC)
     run = _Run(
         Fleet(meters, seed, regions, start),
         interval_s=interval_s,
@@ -565,7 +578,7 @@ async def simulate(
             sender = _HttpSender(client, credentials)
         try:
             with Live(console=console, get_renderable=run.line, refresh_per_second=4):
-                await run.loop(sender, wall0, mono0)
+                await run.loop(sender)
         except asyncio.CancelledError:
             _print(run.summary(via, sender.target, registration, interrupted=True))
             raise

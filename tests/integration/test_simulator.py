@@ -9,6 +9,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -64,7 +65,7 @@ class FakeHes:
     def authorized(self, header: str | None, role: Role | None, scope: Scope | None) -> bool:
         """True when the bearer token holds ``role`` or ``scope``."""
         try:
-            actor = TokenService.from_header(self.tokens, header)
+            actor = self.tokens.from_header(header)
         except Unauthenticated:
             return False
         return (role is not None and role in actor.roles) or (
@@ -166,7 +167,7 @@ def serving(fake: FakeHes) -> Iterator[str]:
         for _ in range(500):
             if server.started:
                 break
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
@@ -363,6 +364,7 @@ def test_cli_simulate_prints_the_summary(fake: FakeHes, tmp_path: Path) -> None:
     summary = summary_line(result.stdout)
     assert summary["meters"] == 20 and summary["seed"] == 4 and summary["interval_s"] == 0.2
     assert 1 <= summary["ticks"] <= 2 and summary["accepted"] == summary["readings"] > 0
+    assert summary["elapsed_s"] >= 0.35  # the run lasts its duration
     assert summary["registration"] == {"rows": 20, "created": 20, "unchanged": 0}
 
     bad = CliRunner().invoke(cli, ["simulate", "--interval", "ten seconds"], env=env)
