@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +18,7 @@ from domain.values import ConnectionProfile, Location, MeterStatus
 from projections.meters_projection import MetersProjection
 
 MAX_PAGE = 500
+ONLINE_WINDOW = timedelta(minutes=15)
 
 
 class MeterRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +45,12 @@ class MeterRow(msgspec.Struct, frozen=True, kw_only=True):
     decommission_reason: str | None
     updated_at: datetime
     version: int
+    last_seen: datetime | None = None
+    """Newest reading's timestamp (None until the meter reports)."""
+
+    def online(self, now: datetime) -> bool:
+        """True when the meter reported within the reporting window."""
+        return self.last_seen is not None and now - self.last_seen <= ONLINE_WINDOW
 
 
 class MeterFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,10 +91,13 @@ def decode_cursor(cursor: str) -> str:
 
 
 _COLUMNS = sql.SQL(
-    "id, serial, manufacturer, model, firmware, meter_type, phases, region, area, status, "
-    "customer_account, location, connection, concentrator_id, sim_card, registered_at, "
-    "commissioned_at, decommissioned_at, decommission_reason, updated_at, version"
+    "m.id, m.serial, m.manufacturer, m.model, m.firmware, m.meter_type, m.phases, m.region, "
+    "m.area, m.status, m.customer_account, m.location, m.connection, m.concentrator_id, "
+    "m.sim_card, m.registered_at, m.commissioned_at, m.decommissioned_at, "
+    "m.decommission_reason, m.updated_at, m.version, s.last_seen"
 )
+# meter_status is written by the reading workers; a meter that never reported has no row.
+_FROM = "{schema}.meters m LEFT JOIN {schema}.meter_status s ON s.meter_id = m.id"
 
 
 class MeterQueries:
@@ -100,11 +110,11 @@ class MeterQueries:
 
     async def by_id(self, id_: UUID) -> MeterRow | None:
         """The meter with this id, or None."""
-        return await self._one(sql.SQL("id = %s"), id_)
+        return await self._one(sql.SQL("m.id = %s"), id_)
 
     async def by_serial(self, serial: str) -> MeterRow | None:
         """The meter with this serial number (case-insensitive), or None."""
-        return await self._one(sql.SQL("upper(serial) = upper(%s)"), serial)
+        return await self._one(sql.SQL("upper(m.serial) = upper(%s)"), serial)
 
     async def page(self, filter_: MeterFilter, first: int, after: str | None) -> MeterPage:
         """Up to ``first`` meters matching ``filter_``, after the cursor, ordered by serial."""
@@ -114,14 +124,14 @@ class MeterQueries:
         for column in ("region", "area", "status", "customer_account"):
             value = getattr(filter_, column)
             if value is not None:
-                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier("m", column)))
                 params.append(str(value))
         if after is not None:
-            conditions.append(sql.SQL("serial > %s"))
+            conditions.append(sql.SQL("m.serial > %s"))
             params.append(decode_cursor(after))
         where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
-        query = sql.SQL("SELECT {} FROM {}.meters WHERE {} ORDER BY serial LIMIT %s").format(
-            _COLUMNS, self.schema, where
+        query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY m.serial LIMIT %s").format(
+            _COLUMNS, sql.SQL(_FROM).format(schema=self.schema), where
         )
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, [*params, first + 1])
@@ -162,8 +172,8 @@ class MeterQueries:
             pause = min(pause * 2, 0.05)
 
     async def _one(self, condition: sql.Composable, value: Any) -> MeterRow | None:
-        query = sql.SQL("SELECT {} FROM {}.meters WHERE {}").format(
-            _COLUMNS, self.schema, condition
+        query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            _COLUMNS, sql.SQL(_FROM).format(schema=self.schema), condition
         )
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, (value,))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, TypeAlias
 
 import strawberry
@@ -60,6 +60,10 @@ class Meter:
     decommission_reason: str | None
     updated_at: datetime
     version: int
+    last_seen: datetime | None = strawberry.field(
+        description="Timestamp of the newest reading (null until the meter reports)."
+    )
+    online: bool = strawberry.field(description="Reported within the last 15 minutes.")
 
     @classmethod
     def from_row(cls, row: MeterRow) -> Meter:
@@ -101,6 +105,8 @@ class Meter:
             decommission_reason=row.decommission_reason,
             updated_at=row.updated_at,
             version=row.version,
+            last_seen=row.last_seen,
+            online=row.online(datetime.now(UTC)),
         )
 
 

@@ -147,6 +147,7 @@ class MeterView(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     decommission_reason: str | None
     updated_at: datetime
     version: int
+    last_seen: datetime | None = None
 
     @classmethod
     def from_row(cls, row: MeterRow) -> MeterView:

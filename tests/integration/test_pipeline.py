@@ -134,6 +134,17 @@ async def test_http_batch_lands_in_read_models(
     assert first["meters"] == 1 and first["powerKw"] == pytest.approx(3.0)  # avg of 2, 3, 4 kW
     assert first["loadPct"] == pytest.approx(100 * 3.0 / settings.default_region_capacity_kw)
 
+    seen = await gql(
+        client,
+        "query($s: String) { meter(serial: $s) { lastSeen online } }",
+        {"s": serial},
+        auth(Role.VIEWER),
+    )
+    assert seen["data"]["meter"] == {
+        "lastSeen": (start + timedelta(minutes=21)).isoformat(),
+        "online": False,
+    }
+
     fleet = await gql(
         client, "{ fleet { region metersRegistered metersReporting } }", None, auth(Role.VIEWER)
     )
@@ -184,6 +195,31 @@ async def test_ingest_needs_the_ingest_scope_and_valid_json(
     assert operator.status_code == 403
     bad = await client.post("/telemetry/batch", content=b"{nope", headers=ingest_headers(tokens))
     assert bad.status_code == 400 and bad.json()["errors"][0]["rule"] == "json"
+
+
+async def test_huge_batch_is_refused_whole(
+    client: Client, auth: Auth, tokens: TokenService, settings: Settings
+) -> None:
+    serial = new_serial("H")
+    await register(client, auth, serial, "HUGE")
+    now = datetime.now(UTC) - timedelta(days=1)
+    items = [
+        gateway_item(serial, now + timedelta(seconds=i), 1.0, 1.0 + i)
+        for i in range(settings.max_batch_readings // 6 + 1)
+    ]
+    response = await client.post(
+        "/telemetry/batch", content=json.dumps(items), headers=ingest_headers(tokens)
+    )
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["rule"] == "too-many"
+    await asyncio.sleep(0.5)
+    gone = await gql(
+        client,
+        "query($s: String) { meter(serial: $s) { lastSeen } }",
+        {"s": serial},
+        auth(Role.VIEWER),
+    )
+    assert gone["data"]["meter"]["lastSeen"] is None  # nothing stored half-way
 
 
 async def test_hot_queries_use_indexes(settings: Settings) -> None:
