@@ -37,7 +37,7 @@ from api.graphql.types import (
 )
 from api.presenters import present
 from commands.context import CommandContext, Role
-from commands.meters import Outcome
+from commands.meters import MeterRegistry, Outcome
 from commands.policy import may_read_meter
 from domain.errors import DomainError
 from projections.meters_queries import InvalidCursor, MeterFilter, encode_cursor
@@ -159,6 +159,20 @@ async def _run(
     return Meter.from_row(await present(outcome, context.container.meters, wait_seconds))
 
 
+async def _run_on(
+    info: ContextInfo,
+    id_: str,
+    idempotency_key: str | None,
+    wait: bool,
+    command: Callable[[MeterRegistry, UUID, CommandContext], Outcome],
+) -> MeterOrError:
+    meter_id = _meter_id(id_)
+    if isinstance(meter_id, NotFoundError):
+        return meter_id
+    registry = info.context.container.registry
+    return await _run(info, idempotency_key, wait, lambda c: command(registry, meter_id, c))
+
+
 def _meter_id(value: str) -> UUID | NotFoundError:
     try:
         return UUID(value)
@@ -193,16 +207,13 @@ class Mutation:
         idempotency_key: str | None = None,
         wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(id)
-        if isinstance(meter_id, NotFoundError):
-            return meter_id
-        registry = info.context.container.registry
         loc = location.to_domain()
-        return await _run(
+        return await _run_on(
             info,
+            id,
             idempotency_key,
             wait,
-            lambda c: registry.commission_meter(meter_id, loc, customer_account, c),
+            lambda r, mid, c: r.commission_meter(mid, loc, customer_account, c),
         )
 
     @strawberry.mutation(
@@ -216,15 +227,12 @@ class Mutation:
         idempotency_key: str | None = None,
         wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(id)
-        if isinstance(meter_id, NotFoundError):
-            return meter_id
-        registry = info.context.container.registry
-        return await _run(
+        return await _run_on(
             info,
+            id,
             idempotency_key,
             wait,
-            lambda c: registry.assign_customer(meter_id, customer_account, c),
+            lambda r, mid, c: r.assign_customer(mid, customer_account, c),
         )
 
     @strawberry.mutation(
@@ -238,12 +246,12 @@ class Mutation:
         idempotency_key: str | None = None,
         wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(id)
-        if isinstance(meter_id, NotFoundError):
-            return meter_id
-        registry = info.context.container.registry
-        return await _run(
-            info, idempotency_key, wait, lambda c: registry.unassign_customer(meter_id, reason, c)
+        return await _run_on(
+            info,
+            id,
+            idempotency_key,
+            wait,
+            lambda r, mid, c: r.unassign_customer(mid, reason, c),
         )
 
     @strawberry.mutation(
@@ -257,16 +265,13 @@ class Mutation:
         idempotency_key: str | None = None,
         wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(id)
-        if isinstance(meter_id, NotFoundError):
-            return meter_id
-        registry = info.context.container.registry
         profile = connection.to_domain()
-        return await _run(
+        return await _run_on(
             info,
+            id,
             idempotency_key,
             wait,
-            lambda c: registry.change_connection_profile(meter_id, profile, c),
+            lambda r, mid, c: r.change_connection_profile(mid, profile, c),
         )
 
     @strawberry.mutation(
@@ -280,12 +285,12 @@ class Mutation:
         idempotency_key: str | None = None,
         wait: bool = True,
     ) -> MeterResult:
-        meter_id = _meter_id(id)
-        if isinstance(meter_id, NotFoundError):
-            return meter_id
-        registry = info.context.container.registry
-        return await _run(
-            info, idempotency_key, wait, lambda c: registry.decommission_meter(meter_id, reason, c)
+        return await _run_on(
+            info,
+            id,
+            idempotency_key,
+            wait,
+            lambda r, mid, c: r.decommission_meter(mid, reason, c),
         )
 
 
