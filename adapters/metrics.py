@@ -82,3 +82,21 @@ def record_ingest_metrics(result: _IngestOutcome, source: str) -> None:
     READINGS_ACCEPTED.labels(source).inc(result.accepted)
     for error in result.errors:
         READINGS_REJECTED.labels(source, error.rule).inc()
+
+
+EVENT_RELAY_LAG = Gauge(
+    "hes_event_relay_lag",
+    "Events recorded in the event store but not yet relayed to HES_EVENTS",
+    ["application"],
+    multiprocess_mode="max",  # one relay per deployment; any process may run it
+)
+EVENT_RELAY_PUBLISHED = Counter(
+    "hes_event_relay_published_total",
+    "Domain events relayed to HES_EVENTS and acknowledged (re-sends after a restart included)",
+    ["application"],
+)
+EVENT_RELAY_OUT_OF_ORDER = Counter(
+    "hes_event_relay_out_of_order_total",
+    "Relayed events JetStream stored before an earlier position (only after a failed publish)",
+    ["application"],
+)

@@ -19,6 +19,7 @@ COMMAND_ROLES: dict[str, frozenset[Role]] = {
 }
 
 READ_ROLES = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR, Role.CUSTOMER})
+AUDIT_ROLES = frozenset({Role.AUDITOR, Role.ADMIN})
 
 
 def authorize(actor: Actor, command: str) -> None:
@@ -27,6 +28,12 @@ def authorize(actor: Actor, command: str) -> None:
     if actor.roles.isdisjoint(allowed):
         needed = " or ".join(sorted(allowed))
         raise Forbidden(f"{command} needs role {needed}; {actor.subject} has none of them")
+
+
+def authorize_audit(actor: Actor) -> None:
+    """Raise ``Forbidden`` unless the actor may read the event history (auditor or admin)."""
+    if actor.roles.isdisjoint(AUDIT_ROLES):
+        raise Forbidden(f"audit needs role admin or auditor; {actor.subject} has neither")
 
 
 def may_read_meter(actor: Actor, customer_account: str | None) -> bool:

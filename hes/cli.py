@@ -17,6 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from commands.context import SYSTEM, Actor, CommandContext, Role, Scope
+from hes.audit_cli import audit_app
+from hes.events_cli import events_app
 from hes.settings import Settings, SettingsError
 
 app = typer.Typer(
@@ -34,6 +36,8 @@ regions_app = typer.Typer(help="Regions: capacity for load percentages.", no_arg
 app.add_typer(regions_app, name="regions")
 bench_app = typer.Typer(help="Benchmarks (JSON figures on the last line).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(audit_app, name="audit")
+app.add_typer(events_app, name="events")
 console = Console(stderr=True)
 
 

@@ -10,6 +10,7 @@ import psycopg
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
+from adapters.nats.event_relay import create_tracking_table as create_relay_tracking
 from adapters.nats.streams import ensure_streams
 from commands.meters import MeterRegistry
 from hes.settings import Settings
@@ -36,6 +37,7 @@ def migrate_database(settings: Settings) -> list[int]:
     factory = InfrastructureFactory.construct(Environment(MetersProjection.name, env))
     factory.tracking_recorder(MetersView)
     factory.close()
+    create_relay_tracking(env)
     return applied
 
 

@@ -18,6 +18,7 @@ from hes.container import Container
 from hes.embedded import start_nats, start_postgres
 from hes.migrate import migrate
 from hes.reading_process import WorkerProcess
+from hes.relay import SupervisedRelay
 from hes.settings import Settings
 from hes.workers import SupervisedProjection
 
@@ -85,10 +86,13 @@ def up(settings: Settings, console: Console) -> None:
         )
         projection = SupervisedProjection(s)
         readings = WorkerProcess(s)
+        relay = SupervisedRelay(s)
         if s.run_workers:
             projection.start()
             readings.start()
+            relay.start()
             console.print("[green]✓[/] projection worker meters_view running")
+            console.print("[green]✓[/] event relay meters → HES_EVENTS running")
             console.print(
                 f"[green]✓[/] reading workers running ({s.reading_partitions} partitions)"
             )
@@ -110,6 +114,7 @@ def up(settings: Settings, console: Console) -> None:
         try:
             uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
         finally:
+            relay.stop()
             readings.stop()
             projection.stop()
 

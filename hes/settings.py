@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Port of a Prometheus endpoint for `hes workers run` started on its own."""
     run_workers: bool = True
     """Run the projection workers inside ``hes up``; false for API-only replicas."""
+    event_source: str | None = None
+    """CloudEvents ``source`` of relayed events; default ``urn:hes:<db_schema>``."""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -137,6 +139,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "POSTGRES_PRE_PING": "y",
             "CREATE_TABLE": "n",
         }
+
+    @property
+    def events_source(self) -> str:
+        """CloudEvents ``source`` attribute of this deployment's relayed events."""
+        return self.event_source or f"urn:hes:{self.db_schema}"
 
     def stream(self, name: str) -> str:
         """JetStream stream name with this deployment's prefix."""

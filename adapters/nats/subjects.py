@@ -40,3 +40,16 @@ def deadletter_subject(prefix: str, source: str) -> str:
 def ingest_subject_wildcard(prefix: str) -> str:
     """Subjects gateways publish reading batches to: ``[prefix.]hes.ingest.>``."""
     return f"{subject_prefix(prefix)}hes.ingest.>"
+
+
+def event_subject(prefix: str, aggregate: str, event_name: str) -> str:
+    """Subject of a relayed domain event: ``[prefix.]hes.events.<aggregate>.<EventName>``."""
+    return f"{subject_prefix(prefix)}hes.events.{aggregate}.{event_name}"
+
+
+def event_filter(prefix: str, pattern: str = ">") -> str:
+    """Filter subject for relayed events, e.g. ``meter.*`` → ``[prefix.]hes.events.meter.*``."""
+    tokens = pattern.split(".") if pattern else []
+    if not tokens or any(not t or " " in t for t in tokens) or ">" in tokens[:-1]:
+        raise ValueError(f"event filter {pattern!r}: dot-separated tokens, '*' or a final '>'")
+    return f"{subject_prefix(prefix)}hes.events.{pattern}"

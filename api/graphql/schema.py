@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext, Info
 
 from api.auth import Unauthenticated
 from api.context import InvalidHeader, RequestContext
+from api.graphql.audit import AuditQuery
 from api.graphql.readings import ReadingQuery, ReadingSubscription
 from api.graphql.types import (
     ConnectionInput,
@@ -315,7 +316,7 @@ class HesSchema(strawberry.Schema):
                 log.info("GraphQL request refused: %s", error.message)
 
 
-Query = merge_types("Query", (MeterQuery, ReadingQuery))
+Query = merge_types("Query", (MeterQuery, ReadingQuery, AuditQuery))
 
 schema = HesSchema(
     query=Query,
