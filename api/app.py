@@ -21,6 +21,7 @@ from api.metrics import metrics
 from api.rest.commands import MeterCommands
 from api.rest.errors import HANDLERS
 from api.rest.imports import MeterImports
+from api.rest.intervals import meter_intervals
 from api.rest.telemetry import telemetry_batch
 from hes.container import Container
 
@@ -44,7 +45,15 @@ def create_app(
         await container.close()
 
     return Litestar(
-        route_handlers=[graphql, MeterCommands, MeterImports, Health, metrics, telemetry_batch],
+        route_handlers=[
+            graphql,
+            MeterCommands,
+            MeterImports,
+            Health,
+            metrics,
+            telemetry_batch,
+            meter_intervals,
+        ],
         dependencies={"ctx": Provide(request_context)},
         exception_handlers=HANDLERS,
         state=State({"container": container, "tokens": tokens}),

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import typer
@@ -32,6 +32,8 @@ app.add_typer(import_app, name="import")
 app.add_typer(projections_app, name="projections")
 workers_app = typer.Typer(help="Reading workers.", no_args_is_help=True)
 app.add_typer(workers_app, name="workers")
+export_app = typer.Typer(help="Exports for MDM and billing.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 regions_app = typer.Typer(help="Regions: capacity for load percentages.", no_args_is_help=True)
 app.add_typer(regions_app, name="regions")
 bench_app = typer.Typer(help="Benchmarks (JSON figures on the last line).", no_args_is_help=True)
@@ -263,6 +265,51 @@ def bench_http(
             )
         )
     print(msgspec.json.encode(figures).decode())
+
+
+@export_app.command("intervals")
+def export_intervals(
+    day: Annotated[
+        str | None, typer.Option("--date", help="UTC day YYYY-MM-DD (default yesterday).")
+    ] = None,
+    interval: Annotated[str, typer.Option(help="M15 or M30.")] = "M15",
+) -> None:
+    """Publish one day's interval consumption of every meter to hes.exports.intervals.<date>."""
+    from datetime import UTC, date, datetime, timedelta
+
+    import nats
+    from psycopg_pool import AsyncConnectionPool
+
+    from hes.runtime import servers
+    from projections.interval_export import export_day
+    from projections.reading_queries import Interval
+
+    settings = _settings()
+    try:
+        when = date.fromisoformat(day) if day else datetime.now(UTC).date() - timedelta(days=1)
+        kind = Interval(interval)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    if kind is Interval.M1:
+        console.print("[red]--interval must be M15 or M30[/]")
+        raise typer.Exit(2)
+
+    async def run(s: Settings) -> None:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            s.database_url or "", open=False, kwargs={"autocommit": True}
+        )
+        await pool.open()
+        nc = await nats.connect(s.nats_url or "")
+        try:
+            report = await export_day(pool, nc, s.db_schema, s.nats_prefix, when, kind)
+        finally:
+            await nc.close()
+            await pool.close()
+        print(msgspec.json.encode(report).decode())
+
+    with servers(settings, console) as resolved:
+        asyncio.run(run(resolved.settings))
 
 
 @workers_app.command("run")

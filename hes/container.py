@@ -22,6 +22,7 @@ from commands.ingest import IngestService
 from commands.meters import MeterRegistry
 from domain.readings import Source
 from hes.settings import Settings
+from projections.intervals import IntervalQueries
 from projections.meter_directory import MeterDirectory
 from projections.meters_queries import MeterQueries
 from projections.reading_queries import ReadingQueries
@@ -46,6 +47,7 @@ class Container:
         )
         self.meters = MeterQueries(self.pool, settings.db_schema)
         self.readings = ReadingQueries(self.pool, settings.db_schema)
+        self.intervals = IntervalQueries(self.pool, settings.db_schema)
         self.nats: NatsClient | None = None
         self._ingest: IngestService | None = None
         self._listener: IngestListener | None = None

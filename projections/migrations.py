@@ -203,6 +203,19 @@ MIGRATIONS: list[tuple[int, str, str | Migration]] = [
         """,
     ),
     (2, "time-series read models: readings, aggregates, regional load", time_series_read_models),
+    (
+        3,
+        "interval export runs",
+        """
+        CREATE TABLE {schema}.export_runs (
+            day date NOT NULL,
+            interval text NOT NULL,
+            meters integer NOT NULL,
+            exported_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (day, interval)
+        );
+        """,
+    ),
 ]
 
 _LOCK_KEY = 0x4E5_0001

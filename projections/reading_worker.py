@@ -26,6 +26,7 @@ from adapters.nats.dead_letters import DeadLetterPublisher
 from adapters.nats.reading_consumer import ReadingConsumer
 from domain.readings import MeterBatch
 from hes.settings import Settings
+from projections.interval_export import export_due
 from projections.partitions import drop_expired, ensure_partitions
 from projections.reading_store import ReadingStore, WriteResult
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 OnCommit = Callable[[Sequence[MeterBatch], WriteResult, datetime], None]
 LAG_INTERVAL = 5.0
 RETENTION_INTERVAL = 3600.0
+EXPORT_INTERVAL = 900.0
 
 
 class ReadingWorker:
@@ -67,6 +69,7 @@ class ReadingWorker:
             nc, settings, parts, dead_letters=DeadLetterPublisher(nc, settings), ack_wait=ack_wait
         )
         self.on_commit = on_commit
+        self.nc = nc
 
     async def handle(self, batches: list[MeterBatch]) -> None:
         """Write one fetched group; raising makes the consumer redeliver it later."""
@@ -97,6 +100,7 @@ class ReadingWorker:
                     group.create_task(
                         self._every(RETENTION_INTERVAL, self.enforce_retention, stop)
                     ),
+                    group.create_task(self._every(EXPORT_INTERVAL, self.export_intervals, stop)),
                 ]
                 await self.consumer.run(self.handle, stop)
                 for task in housekeeping:
@@ -122,6 +126,11 @@ class ReadingWorker:
         if dropped:
             log.info("retention dropped partitions: %s", ", ".join(dropped))
         return dropped
+
+    async def export_intervals(self) -> None:
+        """Publish the interval exports of finished days not exported yet."""
+        s = self.settings
+        await export_due(self.pool, self.nc, s.db_schema, s.nats_prefix, now=datetime.now(UTC))
 
     async def _update_lag(self) -> None:
         CONSUMER_LAG.set(await self.consumer.lag())

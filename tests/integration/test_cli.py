@@ -91,3 +91,15 @@ def test_region_capacity_is_set_and_shown(settings: Settings) -> None:
     assert set_.exit_code == 0 and f"{region}: 2500 kW" in set_.stdout
     bad = CliRunner().invoke(app, ["regions", "capacity", region, "-1"], env=_env(settings))
     assert bad.exit_code == 2
+
+
+def test_export_intervals_command(settings: Settings) -> None:
+    result = CliRunner().invoke(
+        app, ["export", "intervals", "--date", "2020-01-01", "--interval", "M30"],
+        env=_env(settings),
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["meters"] == 0 and report["subject"].endswith("hes.exports.intervals.2020-01-01")
+    bad = CliRunner().invoke(app, ["export", "intervals", "--interval", "M1"], env=_env(settings))
+    assert bad.exit_code == 2

@@ -123,6 +123,29 @@ async def test_http_batch_lands_in_read_models(
     assert [w["count"] for w in windows] == [3, 2]
     assert windows[0]["delta"] == 2000.0  # 1,000,000 → 1,002,000 Wh
 
+    params = {"from": start.isoformat(), "to": (start + timedelta(minutes=45)).isoformat()}
+    intervals = await client.get(
+        f"/api/v1/meters/{serial}/intervals", params=params, headers=auth(Role.VIEWER)
+    )
+    assert intervals.status_code == 200, intervals.text
+    assert [
+        (i["consumptionWh"], i["quality"], i["readings"]) for i in intervals.json()["intervals"]
+    ] == [(2000.0, "partial", 3), (8000.0, "valid", 2), (None, "missing", 0)]
+    as_csv = await client.get(
+        f"/api/v1/meters/{meter}/intervals",
+        params={**params, "format": "csv", "interval": "M30"},
+        headers=auth(Role.VIEWER),
+    )
+    lines = as_csv.text.splitlines()
+    assert lines[0] == "serial,start,end,consumption_wh,quality,readings"
+    assert lines[1].endswith(",10000.000,partial,5")
+    stranger = await client.get(
+        f"/api/v1/meters/{serial}/intervals",
+        params=params,
+        headers=auth(Role.CUSTOMER, customer="SOMEONE-ELSE"),
+    )
+    assert stranger.status_code == 404
+
     load = await gql(
         client,
         "query($r: String!, $f: DateTime!, $t: DateTime!) { regionalLoad(region: $r, from: $f,"
