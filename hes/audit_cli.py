@@ -1,11 +1,11 @@
-"""``hes audit``: a meter's recorded history and its past states, read from the event store."""
+"""``hes audit``: a meter's history and past states, and verifying the event store's chains."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
@@ -15,10 +15,12 @@ from rich.table import Table
 from hes.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    import psycopg
+
     from commands.meters import MeterRegistry
 
 audit_app = typer.Typer(
-    help="Audit: a meter's recorded history and its state at a past moment (read-only).",
+    help="Audit: a meter's history, its state at a past moment, and tamper checks.",
     no_args_is_help=True,
 )
 console = Console(stderr=True)
@@ -143,3 +145,94 @@ def _flat(state: dict[str, object], prefix: str = "") -> Iterator[tuple[str, obj
             yield from _flat(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+@contextmanager
+def _database() -> Iterator[tuple[psycopg.Connection[Any], str]]:
+    """An autocommit connection to the configured (or embedded) database, and its schema."""
+    import psycopg
+
+    from hes.runtime import servers
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    with servers(settings, console, need_nats=False) as resolved:
+        url = resolved.settings.database_url
+        assert url is not None
+        with psycopg.connect(url, autocommit=True) as conn:
+            yield conn, resolved.settings.db_schema
+
+
+def _anchor(value: str) -> tuple[int, bytes]:
+    position, sep, digest = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        parsed = (int(position), bytes.fromhex(digest))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: give POSITION:HEXDIGEST") from None
+    if len(parsed[1]) != 32:
+        raise typer.BadParameter(f"{value!r}: the digest is 64 hex characters")
+    return parsed
+
+
+@audit_app.command("verify")
+def verify_command(
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A checkpoint kept outside the database, POSITION:HEXDIGEST (repeatable)."
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Recompute every event's hash chain and every checkpoint; exit 1 on tampering."""
+    from commands.audit_verify import verify
+
+    anchors = dict(_anchor(a) for a in anchor or [])
+    with _database() as (conn, schema):
+        report = verify(conn, schema, anchors)
+    if json_output:
+        print(msgspec.json.encode(report).decode())
+    else:
+        style = "[green]intact[/]" if report.intact else "[red]TAMPERED[/]"
+        out.print(
+            f"{style}: {report.events} events of {report.aggregates} aggregates, "
+            f"{report.checkpoints} checkpoints (up to position {report.checkpointed_position}; "
+            f"{report.unanchored_events} events after it), "
+            f"{report.seconds:.2f}s, {report.events_per_second:,.0f} events/s"
+        )
+        if report.findings:
+            table = Table("kind", "aggregate", "version", "checkpoint", "detail")
+            for f in report.findings:
+                table.add_row(
+                    f.kind,
+                    "" if f.aggregate_id is None else str(f.aggregate_id),
+                    "" if f.version is None else str(f.version),
+                    "" if f.position is None else str(f.position),
+                    f.detail,
+                )
+            out.print(table)
+    if not report.intact:
+        raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def checkpoint_command(json_output: JsonOpt = False) -> None:
+    """Record a checkpoint over all events so far; print it for an auditor to keep."""
+    from commands.audit_verify import create_checkpoint
+
+    with _database() as (conn, schema):
+        checkpoint = create_checkpoint(conn, schema)
+    if json_output:
+        print(msgspec.json.encode(checkpoint).decode())
+    elif checkpoint is None:
+        out.print("no new events since the last checkpoint")
+    else:
+        out.print(
+            f"checkpoint {checkpoint.position}:{checkpoint.digest} "
+            f"({checkpoint.events} new events, {checkpoint.created_at.isoformat()})"
+        )

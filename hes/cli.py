@@ -374,6 +374,28 @@ def projections_run() -> None:
     run_projection_forever(settings)
 
 
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="Read model: meters_view or readings.")],
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch schema.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Rebuild a read model from its source into a scratch schema; exit 0 when equal to live."""
+    from hes.runtime import servers
+    from projections.rebuild import NAMES, rebuild, report_json, summary_table
+
+    if name not in NAMES:
+        raise typer.BadParameter(f"one of {', '.join(NAMES)}", param_hint="NAME")
+    settings = _settings()
+    with servers(settings, console, need_nats=name == "readings") as resolved:
+        report = rebuild(resolved.settings, name, keep=keep)
+    if json_output:
+        print(report_json(report).decode())
+    else:
+        console.print(summary_table(report))
+    raise typer.Exit(0 if report.equal else 1)
+
+
 def main() -> None:
     """Entry point of the ``hes`` script."""
     try:

@@ -12,6 +12,7 @@ from eventsourcing.utils import Environment
 
 from adapters.nats.event_relay import create_tracking_table as create_relay_tracking
 from adapters.nats.streams import ensure_streams
+from commands.audit_verify import install_chain
 from commands.meters import MeterRegistry
 from hes.settings import Settings
 from projections.meters_projection import MetersProjection
@@ -34,6 +35,8 @@ def migrate_database(settings: Settings) -> list[int]:
         applied = migrate_read_models(conn, settings.db_schema)
     env = settings.eventsourcing_env() | {"CREATE_TABLE": "y"}
     MeterRegistry(env=env).close()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        install_chain(conn, settings.db_schema)  # needs the event table created just above
     factory = InfrastructureFactory.construct(Environment(MetersProjection.name, env))
     factory.tracking_recorder(MetersView)
     factory.close()

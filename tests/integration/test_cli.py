@@ -95,7 +95,8 @@ def test_region_capacity_is_set_and_shown(settings: Settings) -> None:
 
 def test_export_intervals_command(settings: Settings) -> None:
     result = CliRunner().invoke(
-        app, ["export", "intervals", "--date", "2020-01-01", "--interval", "M30"],
+        app,
+        ["export", "intervals", "--date", "2020-01-01", "--interval", "M30"],
         env=_env(settings),
     )
     assert result.exit_code == 0, result.output

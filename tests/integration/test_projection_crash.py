@@ -105,8 +105,17 @@ def test_killed_worker_applies_every_event_exactly_once(services: Services) -> N
         writer.start()
         deadline = time.monotonic() + 120
         while (writer.is_alive() or len(kills) < 6) and time.monotonic() < deadline:
+            applied_before = _positions(settings)[1]
             worker = _worker(settings)
-            time.sleep(rng.uniform(0.8, 1.6))
+            # Kill only once this worker applied something (start-up time varies with load).
+            started = time.monotonic()
+            while (
+                _positions(settings)[1] == applied_before
+                and _positions(settings)[0] > applied_before
+                and time.monotonic() - started < 30
+            ):
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.05, 0.4))
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             kills.append(_positions(settings))

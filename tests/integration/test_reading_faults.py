@@ -151,8 +151,14 @@ async def test_killed_worker_loses_and_duplicates_nothing(isolated: Settings) ->
     rng = random.Random(11)
     seen_midway = []
     for _ in range(4):
+        before = _totals(isolated)["raw"]
         worker = _worker(isolated)
-        await asyncio.sleep(rng.uniform(1.5, 2.5))
+        # Kill only once this worker has committed something, however slow its start-up:
+        # a kill before any progress would prove nothing.
+        started = time.monotonic()
+        while _totals(isolated)["raw"] <= before and time.monotonic() - started < 60:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(rng.uniform(0.05, 0.5))
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         seen_midway.append(_totals(isolated)["raw"])

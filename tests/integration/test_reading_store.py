@@ -19,7 +19,7 @@ from psycopg import sql
 from domain.obis import BY_ALIAS, ENERGY_IMPORT, POWER_IMPORT
 from domain.readings import MeterBatch, Reading, Source
 from hes.settings import Settings
-from projections.migrations import migrate
+from projections.migrations import MIGRATIONS, migrate
 from projections.partitions import TABLES, drop_expired, ensure_partitions, partition_name
 from projections.reading_store import ReadingStore, WriteResult
 
@@ -545,7 +545,7 @@ def test_migration_uses_native_partitions_here_and_says_so(
     with psycopg.connect(settings.database_url, autocommit=True) as c:
         try:
             with caplog.at_level(logging.INFO, logger="projections.migrations"):
-                assert migrate(c, schema) == [1, 2]
+                assert migrate(c, schema) == [m[0] for m in MIGRATIONS]
             kinds = c.execute(
                 "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n "
                 "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)",
