@@ -316,7 +316,7 @@ def _spawn_postgres(
         ]
         offset = log_path.stat().st_size if log_path.exists() else 0
         with log_path.open("ab") as log:
-            proc = _spawn(
+            proc = spawn_child(
                 args,
                 cwd=pgdata,
                 stdin=subprocess.DEVNULL,
@@ -412,7 +412,7 @@ def start_nats(data_dir: Path, *, timeout: float = 30.0) -> EmbeddedNats:
         args += ["-l", str(log_path), "-P", str(pid_file)]
         offset = log_path.stat().st_size if log_path.exists() else 0
         with log_path.open("ab") as log:
-            proc = _spawn(
+            proc = spawn_child(
                 args,
                 cwd=store,
                 stdin=subprocess.DEVNULL,
@@ -531,7 +531,7 @@ class _Spawner:
                 future.set_exception(exc)
 
 
-def _spawn(args: list[str], *, death_signal: int, **kwargs: Any) -> subprocess.Popen[bytes]:
+def spawn_child(args: list[str], *, death_signal: int, **kwargs: Any) -> subprocess.Popen[bytes]:
     """``Popen`` in its own session, signalled with ``death_signal`` if this process dies."""
     preexec = _parent_death_signal(death_signal)
 

@@ -14,6 +14,7 @@ import time
 import nats
 from prometheus_client import start_http_server
 
+from hes.embedded import spawn_child
 from hes.settings import Settings
 from projections.reading_worker import ReadingWorker
 
@@ -80,8 +81,11 @@ class WorkerProcess:
         backoff = 0.5
         while not self._stop.is_set():
             started = time.monotonic()
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "hes.cli", "workers", "run"], env=self._env
+            # Dies with us even if we are killed hard (no orphaned workers holding connections).
+            self._proc = spawn_child(
+                [sys.executable, "-m", "hes.cli", "workers", "run"],
+                env=self._env,
+                death_signal=signal.SIGTERM,
             )
             code = self._proc.wait()
             if self._stop.is_set():
