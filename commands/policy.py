@@ -16,6 +16,20 @@ COMMAND_ROLES: dict[str, frozenset[Role]] = {
     "changeConnectionProfile": _OPERATORS,
     "decommissionMeter": _ADMINS,
     "importMeters": _OPERATORS,
+    # Alerts: operators work them; detectors raise and auto-resolve them as SYSTEM (role admin).
+    "acknowledgeAlert": _OPERATORS,
+    "resolveAlert": _OPERATORS,
+    "raiseAlert": _ADMINS,
+    "autoResolveAlert": _ADMINS,
+    # Tariffs: configuration and overrides are admin-only; load-based price updates and
+    # override expiry are issued by the tariff engine as the SYSTEM actor (role admin).
+    "createTariff": _ADMINS,
+    "changeTariffBasePrice": _ADMINS,
+    "changeTariffTiers": _ADMINS,
+    "applyTariffOverride": _ADMINS,
+    "clearTariffOverride": _ADMINS,
+    "applyTariffLoad": _ADMINS,
+    "expireTariffOverrides": _ADMINS,
 }
 
 READ_ROLES = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR, Role.CUSTOMER})
