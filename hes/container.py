@@ -20,12 +20,14 @@ from adapters.nats.ingest_listener import IngestListener
 from adapters.nats.reading_publisher import ReadingPublisher
 from commands.ingest import IngestService
 from commands.meters import MeterRegistry
+from commands.tariffs import TariffBook
 from domain.readings import Source
 from hes.settings import Settings
 from projections.intervals import IntervalQueries
 from projections.meter_directory import MeterDirectory
 from projections.meters_queries import MeterQueries
 from projections.reading_queries import ReadingQueries
+from projections.tariffs_queries import TariffQueries
 
 _json = msgspec.json.Encoder()
 
@@ -38,6 +40,7 @@ class Container:
             raise ValueError("server URLs must be resolved before building the container")
         self.settings = settings
         self.registry = MeterRegistry(env=settings.eventsourcing_env())
+        self.tariffs = TariffBook(env=settings.eventsourcing_env())
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.database_url,
             min_size=1,
@@ -48,6 +51,7 @@ class Container:
         self.meters = MeterQueries(self.pool, settings.db_schema)
         self.readings = ReadingQueries(self.pool, settings.db_schema)
         self.intervals = IntervalQueries(self.pool, settings.db_schema)
+        self.tariff_queries = TariffQueries(self.pool, settings.db_schema)
         self.nats: NatsClient | None = None
         self._ingest: IngestService | None = None
         self._listener: IngestListener | None = None
@@ -101,7 +105,7 @@ class Container:
         return _json.encode(result)
 
     async def close(self) -> None:
-        """Close everything opened by ``open`` and the registry's connections."""
+        """Close everything opened by ``open`` and the applications' connections."""
         if self._listener is not None:
             await self._listener.stop()
         if self.nats is not None:
@@ -110,3 +114,4 @@ class Container:
         if self.redis is not None:
             await self.redis.aclose()
         await asyncio.to_thread(self.registry.close)
+        await asyncio.to_thread(self.tariffs.close)

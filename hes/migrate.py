@@ -14,10 +14,13 @@ from adapters.nats.event_relay import create_tracking_table as create_relay_trac
 from adapters.nats.streams import ensure_streams
 from commands.audit_verify import install_chain
 from commands.meters import MeterRegistry
+from commands.tariffs import TariffBook
 from hes.settings import Settings
 from projections.meters_projection import MetersProjection
 from projections.meters_view import MetersView
 from projections.migrations import migrate as migrate_read_models
+from projections.tariffs_projection import TariffsProjection
+from projections.tariffs_view import TariffsView
 
 
 class MigrationReport(msgspec.Struct, frozen=True):
@@ -35,10 +38,14 @@ def migrate_database(settings: Settings) -> list[int]:
         applied = migrate_read_models(conn, settings.db_schema)
     env = settings.eventsourcing_env() | {"CREATE_TABLE": "y"}
     MeterRegistry(env=env).close()
+    TariffBook(env=env).close()
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         install_chain(conn, settings.db_schema)  # needs the event table created just above
     factory = InfrastructureFactory.construct(Environment(MetersProjection.name, env))
     factory.tracking_recorder(MetersView)
+    factory.close()
+    factory = InfrastructureFactory.construct(Environment(TariffsProjection.name, env))
+    factory.tracking_recorder(TariffsView)
     factory.close()
     create_relay_tracking(env)
     return applied

@@ -20,7 +20,7 @@ from hes.migrate import migrate
 from hes.reading_process import WorkerProcess
 from hes.relay import SupervisedRelay
 from hes.settings import Settings
-from hes.workers import SupervisedProjection
+from hes.workers import SupervisedProjection, tariffs_projection
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,15 @@ def up(settings: Settings, console: Console) -> None:
             f"({len(report.applied)} new migrations); streams {', '.join(report.streams)}"
         )
         projection = SupervisedProjection(s)
+        tariffs = tariffs_projection(s)
         readings = WorkerProcess(s)
         relay = SupervisedRelay(s)
         if s.run_workers:
             projection.start()
+            tariffs.start()
             readings.start()
             relay.start()
-            console.print("[green]✓[/] projection worker meters_view running")
+            console.print("[green]✓[/] projection workers meters_view, tariffs_view running")
             console.print("[green]✓[/] event relay meters → HES_EVENTS running")
             console.print(
                 f"[green]✓[/] reading workers running ({s.reading_partitions} partitions)"
@@ -116,6 +118,7 @@ def up(settings: Settings, console: Console) -> None:
         finally:
             relay.stop()
             readings.stop()
+            tariffs.stop()
             projection.stop()
 
 

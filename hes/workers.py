@@ -6,25 +6,44 @@ import logging
 import threading
 from typing import Any
 
-from eventsourcing.projection import ProjectionRunner
+from eventsourcing.application import Application
+from eventsourcing.persistence import TrackingRecorder
+from eventsourcing.projection import Projection, ProjectionRunner
 
 from commands.meters import MeterRegistry
+from commands.tariffs import TariffBook
 from hes.settings import Settings
 from projections.meters_projection import MetersProjection
 from projections.meters_view import MetersView
+from projections.tariffs_projection import TariffsProjection
+from projections.tariffs_view import TariffsView
 
 log = logging.getLogger(__name__)
 
 
 class SupervisedProjection:
-    """Runs the meters projection in a thread and restarts it after a failure."""
+    """Runs a projection (the meters one by default) in a thread; restarts it after a failure."""
 
-    def __init__(self, settings: Settings, max_backoff: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        max_backoff: float = 30.0,
+        *,
+        application_class: type[Application[Any]] = MeterRegistry,
+        projection_class: type[Projection[Any]] = MetersProjection,
+        view_class: type[TrackingRecorder] = MetersView,
+    ) -> None:
         self._env = settings.eventsourcing_env()
+        self._application_class = application_class
+        self._projection_class = projection_class
+        self._view_class = view_class
+        self.name = projection_class.name
         self._stop = threading.Event()
         self._runner: ProjectionRunner[Any, Any] | None = None
         self._max_backoff = max_backoff
-        self._thread = threading.Thread(target=self._loop, name="projection-meters", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"projection-{self.name}", daemon=True
+        )
         self.restarts = 0
 
     def start(self) -> None:
@@ -52,22 +71,20 @@ class SupervisedProjection:
         while not self._stop.is_set():
             try:
                 with ProjectionRunner(
-                    application_class=MeterRegistry,
-                    projection_class=MetersProjection,
-                    view_class=MetersView,
+                    application_class=self._application_class,
+                    projection_class=self._projection_class,
+                    view_class=self._view_class,
                     env=self._env,
                 ) as runner:
                     self._runner = runner
-                    log.info("projection %s running", MetersProjection.name)
+                    log.info("projection %s running", self.name)
                     backoff = 0.5
                     while not self._stop.is_set():
                         runner.run_forever(timeout=1.0)
                         if runner.is_interrupted.is_set():
                             break
             except Exception:
-                log.exception(
-                    "projection %s failed; restarting in %.1fs", MetersProjection.name, backoff
-                )
+                log.exception("projection %s failed; restarting in %.1fs", self.name, backoff)
                 self.restarts += 1
             finally:
                 self._runner = None
@@ -76,8 +93,23 @@ class SupervisedProjection:
             backoff = min(backoff * 2, self._max_backoff)
 
 
+def tariffs_projection(settings: Settings) -> SupervisedProjection:
+    """A supervised worker for the tariffs read model (not yet started)."""
+    return SupervisedProjection(
+        settings,
+        application_class=TariffBook,
+        projection_class=TariffsProjection,
+        view_class=TariffsView,
+    )
+
+
 def run_projection_forever(settings: Settings) -> None:
-    """Run the meters projection in the foreground until interrupted (``hes projections run``)."""
+    """Run the meters and tariffs projections until interrupted (``hes projections run``)."""
+    tariffs = tariffs_projection(settings)
+    tariffs.start()
     worker = SupervisedProjection(settings)
     worker.start()
-    worker.join()
+    try:
+        worker.join()
+    finally:
+        tariffs.stop()

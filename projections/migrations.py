@@ -216,6 +216,38 @@ MIGRATIONS: list[tuple[int, str, str | Migration]] = [
         );
         """,
     ),
+    (
+        4,
+        "tariffs read model: current tariff per region and its price history",
+        """
+        CREATE TABLE {schema}.tariffs (
+            region text PRIMARY KEY,
+            id uuid NOT NULL UNIQUE,
+            currency text NOT NULL,
+            base_price numeric NOT NULL,
+            tiers jsonb NOT NULL,
+            tou jsonb NOT NULL,
+            timezone text NOT NULL,
+            min_change_pct numeric NOT NULL,
+            load_price numeric NOT NULL,
+            load_pct double precision,
+            load_bucket timestamptz,
+            override jsonb,
+            version integer NOT NULL,
+            updated_at timestamptz NOT NULL
+        );
+        CREATE TABLE {schema}.tariff_prices (
+            region text NOT NULL,
+            at timestamptz NOT NULL,
+            price numeric NOT NULL,
+            kind text NOT NULL CHECK (kind IN ('load', 'override', 'base', 'tiers',
+                'override-cleared', 'override-expired')),
+            load_pct double precision,
+            position bigint NOT NULL,
+            PRIMARY KEY (region, at, position)
+        );
+        """,
+    ),
 ]
 
 _LOCK_KEY = 0x4E5_0001

@@ -20,7 +20,7 @@ from commands.context import Role, Scope
 from hes.container import Container
 from hes.migrate import migrate
 from hes.settings import Settings
-from hes.workers import SupervisedProjection
+from hes.workers import SupervisedProjection, tariffs_projection
 from projections.reading_worker import ReadingWorker
 from tests.services import Services, discover
 
@@ -69,6 +69,15 @@ def settings(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
 def projection(settings: Settings) -> Iterator[SupervisedProjection]:
     """The meters projection worker, running for the whole test session."""
     worker = SupervisedProjection(settings)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def tariffs_worker(settings: Settings) -> Iterator[SupervisedProjection]:
+    """The tariffs projection worker, running for the whole test session."""
+    worker = tariffs_projection(settings)
     worker.start()
     yield worker
     worker.stop()

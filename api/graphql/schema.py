@@ -1,4 +1,4 @@
-"""The GraphQL schema: meter queries and lifecycle mutations."""
+"""The GraphQL schema: meter, reading, audit and tariff queries; meter and tariff mutations."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from api.auth import Unauthenticated
 from api.context import InvalidHeader, RequestContext
 from api.graphql.audit import AuditQuery
 from api.graphql.readings import ReadingQuery, ReadingSubscription
+from api.graphql.tariffs import TariffMutation, TariffQuery
 from api.graphql.types import (
     ConnectionInput,
     FieldProblem,
@@ -182,7 +183,7 @@ def _meter_id(value: str) -> UUID | NotFoundError:
 
 
 @strawberry.type
-class Mutation:
+class MeterMutation:
     @strawberry.mutation(permission_classes=[IsAuthenticated], description="Register a new meter.")
     async def register_meter(
         self,
@@ -316,7 +317,8 @@ class HesSchema(strawberry.Schema):
                 log.info("GraphQL request refused: %s", error.message)
 
 
-Query = merge_types("Query", (MeterQuery, ReadingQuery, AuditQuery))
+Query = merge_types("Query", (MeterQuery, ReadingQuery, AuditQuery, TariffQuery))
+Mutation = merge_types("Mutation", (MeterMutation, TariffMutation))
 
 schema = HesSchema(
     query=Query,

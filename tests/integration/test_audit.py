@@ -60,6 +60,13 @@ MUTATIONS = {
     " __typename " + METER_FIELDS + " } }",
     "decommissionMeter": 'mutation($id: ID!) { decommissionMeter(id: $id, reason: "burnt out") {'
     " __typename " + METER_FIELDS + " } }",
+    "createTariff": 'mutation { createTariff(input: {region: "AUDIT", currency: "EUR",'
+    ' basePrice: "0.25", timezone: "UTC"}) { __typename ... on ForbiddenError { code } } }',
+    "applyTariffOverride": 'mutation { applyTariffOverride(region: "AUDIT", price: "0.3",'
+    ' reason: "audit", expiresAt: "2999-01-01T00:00:00Z") { __typename'
+    " ... on ForbiddenError { code } } }",
+    "clearTariffOverride": 'mutation { clearTariffOverride(region: "AUDIT", reason: "audit")'
+    " { __typename ... on ForbiddenError { code } } }",
 }
 
 

@@ -1,0 +1,121 @@
+"""Read-side queries over the tariffs read model and its price history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from domain.pricing import LoadTier, Override, TimeOfUsePeriod, effective_price
+from projections.tariffs_projection import TariffsProjection
+
+PriceKind = Literal["load", "override", "base", "tiers", "override-cleared", "override-expired"]
+
+
+class TariffRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One region's tariff as the read model shows it."""
+
+    region: str
+    currency: str
+    base_price: Decimal
+    tiers: tuple[LoadTier, ...]
+    tou: tuple[TimeOfUsePeriod, ...]
+    timezone: str
+    min_change_pct: Decimal
+    load_price: Decimal
+    load_pct: float | None
+    load_bucket: datetime | None
+    override: Override | None
+    version: int
+    updated_at: datetime
+
+    def effective_price(self, now: datetime) -> Decimal:
+        """The price in force at ``now``: an active override, else the load-based price."""
+        return effective_price(self.load_price, self.override, now)
+
+
+class TariffPriceRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One recorded price of a region, with the event-store position it came from."""
+
+    region: str
+    at: datetime
+    price: Decimal
+    kind: PriceKind
+    load_pct: float | None
+    position: int
+
+
+_COLUMNS = sql.SQL(
+    "region, currency, base_price, tiers, tou, timezone, min_change_pct, load_price, load_pct, "
+    "load_bucket, override, version, updated_at"
+)
+
+
+class TariffQueries:
+    """Queries the tariffs read model in ``schema`` through an async pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], schema: str) -> None:
+        self.pool = pool
+        self.schema = sql.Identifier(schema)
+        self.tracking = sql.Identifier(f"{TariffsProjection.name}_tracking")
+
+    async def all(self) -> list[TariffRow]:
+        """Every region's tariff, ordered by region."""
+        query = sql.SQL("SELECT {} FROM {}.tariffs ORDER BY region").format(_COLUMNS, self.schema)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query)
+            rows = await cur.fetchall()
+        return [_row(r) for r in rows]
+
+    async def by_region(self, region: str) -> TariffRow | None:
+        """The tariff of this region (case-insensitive), or None."""
+        query = sql.SQL("SELECT {} FROM {}.tariffs WHERE upper(region) = upper(%s)").format(
+            _COLUMNS, self.schema
+        )
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, (region.strip(),))
+            row = await cur.fetchone()
+        return _row(row) if row else None
+
+    async def history(self, region: str, start: datetime, end: datetime) -> list[TariffPriceRow]:
+        """Prices the region recorded in ``[start, end)``, oldest first."""
+        query = sql.SQL(
+            "SELECT region, at, price, kind, load_pct, position FROM {}.tariff_prices "
+            "WHERE upper(region) = upper(%s) AND at >= %s AND at < %s ORDER BY at, position"
+        ).format(self.schema)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, (region.strip(), start, end))
+            rows = await cur.fetchall()
+        return [msgspec.convert(r, TariffPriceRow, strict=False) for r in rows]
+
+    async def applied_position(self) -> int:
+        """Notification id of the last event the tariffs projection applied (0 if none)."""
+        query = sql.SQL(
+            "SELECT notification_id FROM {}.{} WHERE application_name = 'tariffs'"
+        ).format(self.schema, self.tracking)
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(query)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def wait_for(self, notification_id: int, seconds: float) -> bool:
+        """Wait up to ``seconds`` until the projection applied ``notification_id``; False if not."""
+        deadline = time.monotonic() + seconds
+        pause = 0.002
+        while True:
+            if await self.applied_position() >= notification_id:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
+def _row(record: dict[str, Any]) -> TariffRow:
+    return msgspec.convert(record, TariffRow, strict=False)
