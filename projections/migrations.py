@@ -248,6 +248,16 @@ MIGRATIONS: list[tuple[int, str, str | Migration]] = [
         );
         """,
     ),
+    (
+        5,
+        "tariff engine checkpoint: newest regional load update already priced",
+        """
+        CREATE TABLE {schema}.tariff_engine_state (
+            id smallint PRIMARY KEY,
+            last_updated_at timestamptz NOT NULL
+        );
+        """,
+    ),
 ]
 
 _LOCK_KEY = 0x4E5_0001

@@ -29,6 +29,7 @@ from hes.settings import Settings
 from projections.interval_export import export_due
 from projections.partitions import drop_expired, ensure_partitions
 from projections.reading_store import ReadingStore, WriteResult
+from projections.tariff_engine import TariffEngine
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ OnCommit = Callable[[Sequence[MeterBatch], WriteResult, datetime], None]
 LAG_INTERVAL = 5.0
 RETENTION_INTERVAL = 3600.0
 EXPORT_INTERVAL = 900.0
+TARIFF_INTERVAL = 15.0
 
 
 class ReadingWorker:
@@ -70,6 +72,8 @@ class ReadingWorker:
         )
         self.on_commit = on_commit
         self.nc = nc
+        # Builds its TariffBook on first use; concurrent engines of other workers are safe.
+        self.tariff_engine = TariffEngine(settings, self.pool)
 
     async def handle(self, batches: list[MeterBatch]) -> None:
         """Write one fetched group; raising makes the consumer redeliver it later."""
@@ -101,11 +105,13 @@ class ReadingWorker:
                         self._every(RETENTION_INTERVAL, self.enforce_retention, stop)
                     ),
                     group.create_task(self._every(EXPORT_INTERVAL, self.export_intervals, stop)),
+                    group.create_task(self._every(TARIFF_INTERVAL, self.apply_tariffs, stop)),
                 ]
                 await self.consumer.run(self.handle, stop)
                 for task in housekeeping:
                     task.cancel()
         finally:
+            await self.tariff_engine.close()
             await self.pool.close()
 
     async def enforce_retention(self) -> list[str]:
@@ -131,6 +137,10 @@ class ReadingWorker:
         """Publish the interval exports of finished days not exported yet."""
         s = self.settings
         await export_due(self.pool, self.nc, s.db_schema, s.nats_prefix, now=datetime.now(UTC))
+
+    async def apply_tariffs(self) -> list[str]:
+        """Price regions from their changed load windows; return the regions repriced."""
+        return await self.tariff_engine.run_once(datetime.now(UTC))
 
     async def _update_lag(self) -> None:
         CONSUMER_LAG.set(await self.consumer.lag())
