@@ -21,7 +21,7 @@ from api.metrics import metrics
 from api.rest.commands import MeterCommands
 from api.rest.errors import HANDLERS
 from api.rest.imports import MeterImports
-from api.rest.intervals import meter_intervals
+from api.rest.intervals import meter_billing_determinants, meter_intervals
 from api.rest.telemetry import telemetry_batch
 from hes.container import Container
 
@@ -53,6 +53,7 @@ def create_app(
             metrics,
             telemetry_batch,
             meter_intervals,
+            meter_billing_determinants,
         ],
         dependencies={"ctx": Provide(request_context)},
         exception_handlers=HANDLERS,

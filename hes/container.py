@@ -23,6 +23,7 @@ from commands.meters import MeterRegistry
 from commands.tariffs import TariffBook
 from domain.readings import Source
 from hes.settings import Settings
+from projections.billing import BillingQueries
 from projections.intervals import IntervalQueries
 from projections.meter_directory import MeterDirectory
 from projections.meters_queries import MeterQueries
@@ -51,6 +52,7 @@ class Container:
         self.meters = MeterQueries(self.pool, settings.db_schema)
         self.readings = ReadingQueries(self.pool, settings.db_schema)
         self.intervals = IntervalQueries(self.pool, settings.db_schema)
+        self.billing = BillingQueries(self.pool, settings.db_schema)
         self.tariff_queries = TariffQueries(self.pool, settings.db_schema)
         self.nats: NatsClient | None = None
         self._ingest: IngestService | None = None

@@ -60,3 +60,34 @@ async def meter_intervals(
             headers={"Content-Disposition": f'attachment; filename="{row.serial}-intervals.csv"'},
         )
     return Response(data)
+
+
+@get(
+    "/api/v1/meters/{meter:str}/billing-determinants",
+    summary="Billing determinants of a meter",
+    tags=["export"],
+)
+async def meter_billing_determinants(
+    ctx: NamedDependency[RequestContext],
+    meter: FromPath[str],
+    start: Annotated[datetime, QueryParameter(name="from", description="UTC, inclusive")],
+    end: Annotated[datetime, QueryParameter(name="to", description="UTC, exclusive")],
+) -> Response[Any]:
+    """Energy per tariff price in force, each with the price's event-store position."""
+    actor = ctx.actor()
+    try:
+        id_ = UUID(meter)
+    except ValueError:
+        id_ = meter_id(meter)
+    row = await ctx.container.meters.by_id(id_)
+    if row is None or not (
+        Scope.EXPORT in actor.scopes or may_read_meter(actor, row.customer_account)
+    ):
+        raise NotFound(f"no meter {meter!r}")
+    if start.tzinfo is None or end.tzinfo is None or end <= start:
+        return problem(400, "BAD_REQUEST", "from/to: UTC timestamps with from < to")
+    try:
+        data = await ctx.container.billing.for_meter(id_, row.serial, row.region, start, end)
+    except ValueError as exc:
+        return problem(400, "BAD_REQUEST", str(exc))
+    return Response(data)
