@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
@@ -11,17 +9,16 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Mapper, Recording
+from eventsourcing.persistence import IntegrityError, Mapper
 
 from commands.codec import MsgspecMapper
+from commands.concurrency import MAX_ATTEMPTS, back_off, last_position
 from commands.context import CommandContext
 from commands.policy import authorize
 from domain.alert import Alert, AlertSeries, AlertSpec, Evidence, series_id
 from domain.detection import AlertDecision, Verdict
 from domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from domain.meta import EventMeta
-
-MAX_ATTEMPTS = 30
 
 
 class AlertOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,9 +113,11 @@ class AlertDesk(Application[UUID]):
             try:
                 recordings = self.save(*pending)
             except IntegrityError:
-                _back_off(attempt)
+                back_off(attempt)
                 continue
-            return AlertOutcome(alert=alert, notification_id=_last(recordings), opened=opened)
+            return AlertOutcome(
+                alert=alert, notification_id=last_position(recordings), opened=opened
+            )
         raise Conflict(f"alert {spec.dedup_key!r} is changing too fast; try again")
 
     def acknowledge(
@@ -136,9 +135,9 @@ class AlertDesk(Application[UUID]):
             try:
                 recordings = self.save(alert)
             except IntegrityError:
-                _back_off(attempt)
+                back_off(attempt)
                 continue
-            return AlertOutcome(alert=alert, notification_id=_last(recordings))
+            return AlertOutcome(alert=alert, notification_id=last_position(recordings))
         raise Conflict(f"alert {id_} is changing too fast; try again")
 
     def resolve(
@@ -193,16 +192,7 @@ class AlertDesk(Application[UUID]):
             try:
                 recordings = self.save(alert, series)
             except IntegrityError:
-                _back_off(attempt)
+                back_off(attempt)
                 continue
-            return AlertOutcome(alert=alert, notification_id=_last(recordings))
+            return AlertOutcome(alert=alert, notification_id=last_position(recordings))
         raise Conflict(f"alert {id_} is changing too fast; try again")
-
-
-def _back_off(attempt: int) -> None:
-    # A concurrent command won the version race: back off (jittered), then reload and retry.
-    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-
-
-def _last(recordings: list[Recording[UUID]]) -> int | None:
-    return recordings[-1].notification.id if recordings else None

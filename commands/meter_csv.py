@@ -261,7 +261,7 @@ def _spec(
         concentrator_id=cell["concentratorId"] or None,
         sim_card=cell["simCard"] or None,
     )
-    # Cells that did not parse hold placeholders; their own error already says what is wrong.
+    # Cells that did not parse were given stand-in values; their own error already names them.
     reported = {column for column, _ in problems[unparsed:]}
     try:
         spec.check()

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from uuid import UUID
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, Recording
+from eventsourcing.persistence import IntegrityError, Mapper
 
 from commands.codec import MsgspecMapper
+from commands.concurrency import MAX_ATTEMPTS, back_off, last_position
 from commands.context import CommandContext
 from commands.policy import authorize
 from domain.errors import Conflict, NotFound
 from domain.meta import EventMeta
 from domain.meter import Meter, meter_id
 from domain.values import ConnectionProfile, Location, MeterSpec, camel
-
-MAX_ATTEMPTS = 30
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +71,7 @@ class MeterRegistry(Application[UUID]):
             except IntegrityError:
                 existing = self.get(meter_id(spec.serial))
             else:
-                return Outcome(meter=meter, notification_id=_last(recordings))
+                return Outcome(meter=meter, notification_id=last_position(recordings))
         if existing.seen(meta):
             return Outcome(meter=existing, notification_id=None, replayed=True)
         raise Conflict(f"serial {spec.serial!r} is already registered as {existing.id}")
@@ -146,7 +143,7 @@ class MeterRegistry(Application[UUID]):
         if not new:
             return results, None
         try:
-            return results, _last(self.save(*new))
+            return results, last_position(self.save(*new))
         except IntegrityError:
             # Someone registered one of these meanwhile: fall back to one save per meter.
             return self._save_one_by_one(new, results)
@@ -163,9 +160,9 @@ class MeterRegistry(Application[UUID]):
                 recordings = self.save(meter)
             except IntegrityError:
                 # A concurrent command won the version race: back off (jittered), reload, retry.
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                back_off(attempt)
                 continue
-            return Outcome(meter=meter, notification_id=_last(recordings))
+            return Outcome(meter=meter, notification_id=last_position(recordings))
         raise Conflict(f"meter {id_} is changing too fast; try again")
 
     def _save_one_by_one(
@@ -175,15 +172,11 @@ class MeterRegistry(Application[UUID]):
         by_serial = {r.serial: i for i, r in enumerate(results)}
         for meter in new:
             try:
-                last = _last(self.save(meter)) or last
+                last = last_position(self.save(meter)) or last
             except IntegrityError:
                 i = by_serial[meter.spec.serial]
                 results[i] = _conflict(meter.spec, "registered concurrently by another request")
         return results, last
-
-
-def _last(recordings: list[Recording[UUID]]) -> int | None:
-    return recordings[-1].notification.id if recordings else None
 
 
 def _conflict(spec: MeterSpec, message: str) -> ImportRowResult:

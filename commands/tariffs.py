@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,10 +9,11 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, Recording
+from eventsourcing.persistence import IntegrityError, Mapper
 from eventsourcing.utils import get_topic
 
 from commands.codec import MsgspecMapper
+from commands.concurrency import MAX_ATTEMPTS, back_off, last_position
 from commands.context import SYSTEM, CommandContext
 from commands.policy import authorize
 from domain.errors import Conflict, NotFound
@@ -22,7 +21,6 @@ from domain.meta import EventMeta
 from domain.pricing import LoadTier, TariffSpec
 from domain.tariff import Tariff, tariff_id
 
-MAX_ATTEMPTS = 30
 PAGE = 500
 
 
@@ -86,7 +84,7 @@ class TariffBook(Application[UUID]):
             except IntegrityError:
                 existing = self.get(spec.region)
             else:
-                return Outcome(tariff=tariff, notification_id=_last(recordings))
+                return Outcome(tariff=tariff, notification_id=last_position(recordings))
         if existing.seen(meta):
             return Outcome(tariff=existing, notification_id=None, replayed=True)
         raise Conflict(f"region {spec.region!r} already has a tariff ({existing.id})")
@@ -163,9 +161,9 @@ class TariffBook(Application[UUID]):
                 recordings = self.save(tariff)
             except IntegrityError:
                 # A concurrent command won the version race: back off (jittered), reload, retry.
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                back_off(attempt)
                 continue
-            return Outcome(tariff=tariff, notification_id=_last(recordings))
+            return Outcome(tariff=tariff, notification_id=last_position(recordings))
         raise Conflict(f"tariff of {region} is changing too fast; try again")
 
 
@@ -175,7 +173,3 @@ def _expire(now: datetime, meta: EventMeta) -> Callable[[Tariff], bool]:
 
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
-
-
-def _last(recordings: list[Recording[UUID]]) -> int | None:
-    return recordings[-1].notification.id if recordings else None

@@ -31,11 +31,11 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import Collector, Conflict, FieldError, ValidationFailed
+from domain.idempotency import RemembersCommands
 from domain.meta import EventMeta
 
 ALERT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:hes:alert")
 SERIES_NAMESPACE = uuid5(NAMESPACE_URL, "urn:hes:alert-series")
-MAX_REMEMBERED_KEYS = 256
 MAX_EVIDENCE_ITEMS = 32
 
 Evidence = dict[str, str | int | float | bool | None]
@@ -143,7 +143,7 @@ def priority_score(severity: Severity, age_seconds: float, customers_affected: i
     )
 
 
-class Alert(Aggregate):
+class Alert(Aggregate, RemembersCommands):
     """One problem on the grid or the fleet, from raise to resolution."""
 
     class Raised(Aggregate.Created):
@@ -263,26 +263,6 @@ class Alert(Aggregate):
         self.clear_evidence: Evidence | None = None
         self.commands: dict[str, str | None] = {}
         self.remember(meta)
-
-    # -- idempotency -------------------------------------------------------------------
-
-    def seen(self, meta: EventMeta) -> bool:
-        """True when this alert already recorded the command that carries ``meta``'s key."""
-        if meta.idempotency_key is None or meta.idempotency_key not in self.commands:
-            return False
-        if self.commands[meta.idempotency_key] != meta.fingerprint:
-            raise Conflict(
-                f"idempotency key {meta.idempotency_key!r} was already used "
-                "with different arguments"
-            )
-        return True
-
-    def remember(self, meta: EventMeta) -> None:
-        """Keep the command's idempotency key (bounded), so a retry is recognised."""
-        if meta.idempotency_key is not None:
-            self.commands[meta.idempotency_key] = meta.fingerprint
-            if len(self.commands) > MAX_REMEMBERED_KEYS:
-                del self.commands[next(iter(self.commands))]
 
     @property
     def is_open(self) -> bool:

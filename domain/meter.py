@@ -10,6 +10,7 @@ from eventsourcing.domain import Aggregate, event
 from msgspec.structs import replace
 
 from domain.errors import Collector, Conflict, ValidationFailed
+from domain.idempotency import RemembersCommands
 from domain.meta import EventMeta
 from domain.values import (
     ConnectionProfile,
@@ -20,7 +21,6 @@ from domain.values import (
 )
 
 METER_NAMESPACE = uuid5(NAMESPACE_URL, "urn:hes:meter")
-MAX_REMEMBERED_KEYS = 256
 
 
 def meter_id(serial: str) -> UUID:
@@ -28,7 +28,7 @@ def meter_id(serial: str) -> UUID:
     return uuid5(METER_NAMESPACE, serial.strip().upper())
 
 
-class Meter(Aggregate):
+class Meter(Aggregate, RemembersCommands):
     """A physical meter known to the head-end, from registration to decommissioning."""
 
     class Registered(Aggregate.Created):
@@ -123,26 +123,6 @@ class Meter(Aggregate):
         self.decommissioned_at: datetime | None = None
         self.commands: dict[str, str | None] = {}
         self.remember(meta)
-
-    # -- idempotency -------------------------------------------------------------------
-
-    def seen(self, meta: EventMeta) -> bool:
-        """True when this meter already recorded the command that carries ``meta``'s key."""
-        if meta.idempotency_key is None or meta.idempotency_key not in self.commands:
-            return False
-        if self.commands[meta.idempotency_key] != meta.fingerprint:
-            raise Conflict(
-                f"idempotency key {meta.idempotency_key!r} was already used "
-                "with different arguments"
-            )
-        return True
-
-    def remember(self, meta: EventMeta) -> None:
-        """Keep the command's idempotency key (bounded), so a retry is recognised."""
-        if meta.idempotency_key is not None:
-            self.commands[meta.idempotency_key] = meta.fingerprint
-            if len(self.commands) > MAX_REMEMBERED_KEYS:
-                del self.commands[next(iter(self.commands))]
 
     def _ensure_active(self, action: str) -> None:
         if self.status is MeterStatus.DECOMMISSIONED:

@@ -11,6 +11,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import Collector, Conflict
+from domain.idempotency import RemembersCommands
 from domain.meta import EventMeta
 from domain.pricing import (
     LoadTier,
@@ -29,7 +30,6 @@ from domain.pricing import (
 )
 
 TARIFF_NAMESPACE = uuid5(NAMESPACE_URL, "urn:hes:tariff")
-MAX_REMEMBERED_KEYS = 256
 
 
 def tariff_id(region: str) -> UUID:
@@ -37,7 +37,7 @@ def tariff_id(region: str) -> UUID:
     return uuid5(TARIFF_NAMESPACE, region.strip().upper())
 
 
-class Tariff(Aggregate):
+class Tariff(Aggregate, RemembersCommands):
     """A region's tariff: base price, load tiers, time-of-use and administrator overrides."""
 
     class Created(Aggregate.Created):
@@ -182,26 +182,6 @@ class Tariff(Aggregate):
         self.override: Override | None = None
         self.commands: dict[str, str | None] = {}
         self.remember(meta)
-
-    # -- idempotency -------------------------------------------------------------------
-
-    def seen(self, meta: EventMeta) -> bool:
-        """True when this tariff already recorded the command that carries ``meta``'s key."""
-        if meta.idempotency_key is None or meta.idempotency_key not in self.commands:
-            return False
-        if self.commands[meta.idempotency_key] != meta.fingerprint:
-            raise Conflict(
-                f"idempotency key {meta.idempotency_key!r} was already used "
-                "with different arguments"
-            )
-        return True
-
-    def remember(self, meta: EventMeta) -> None:
-        """Keep the command's idempotency key (bounded), so a retry is recognised."""
-        if meta.idempotency_key is not None:
-            self.commands[meta.idempotency_key] = meta.fingerprint
-            if len(self.commands) > MAX_REMEMBERED_KEYS:
-                del self.commands[next(iter(self.commands))]
 
     # -- queries -----------------------------------------------------------------------
 

@@ -157,6 +157,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def _dec_hook(type_: type, obj: object) -> object:
     if type_ is Path and isinstance(obj, str):
         return Path(obj)
+    # msgspec's dec_hook protocol: NotImplementedError means "no conversion for this type".
     raise NotImplementedError(type_)
 
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from domain.errors import Conflict, ValidationFailed
+from domain.idempotency import MAX_REMEMBERED_KEYS
 from domain.meta import EventMeta
-from domain.meter import MAX_REMEMBERED_KEYS, Meter, meter_id
+from domain.meter import Meter, meter_id
 from domain.values import (
     SERIAL_RE,
     ConnectionProfile,
