@@ -100,3 +100,18 @@ EVENT_RELAY_OUT_OF_ORDER = Counter(
     "Relayed events JetStream stored before an earlier position (only after a failed publish)",
     ["application"],
 )
+
+ACCESS_DENIED = Counter(
+    "hes_access_denied_total",
+    "Refused requests: unauthenticated, forbidden, unconfirmed or rate-limited (no caller data)",
+    ["interface", "target", "reason"],
+)
+DLMS_PUSHES = Counter(
+    "hes_dlms_pushes_total",
+    "DLMS data-notifications received by the push listener, by outcome (accepted or the rule "
+    "that rejected them)",
+    ["outcome"],
+)
+DLMS_SESSIONS = Counter(
+    "hes_dlms_sessions_total", "DLMS session attempts with meters, by outcome", ["outcome"]
+)

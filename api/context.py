@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from strawberry.litestar import BaseContext
 
 from api.auth import TokenService, Unauthenticated
+from api.authentication import ANONYMOUS, Authentication, Authenticator
+from api.dangerous import DangerousCommands
 from commands.context import Actor, CommandContext
 from hes.container import Container
 
@@ -40,10 +43,18 @@ class RequestContext(BaseContext, kw_only=True):
     tokens: TokenService
     authorization: str | None
     correlation_id: str
+    authentication: Authentication = ANONYMOUS
+    """The caller, resolved once per request (per connection for websockets)."""
+    authenticator: Authenticator | None = None
+    dangerous: DangerousCommands | None = None
+    connection_params: dict[str, Any] | None = None
+    """The graphql-transport-ws ``connection_init`` payload (set by strawberry)."""
 
     def actor(self) -> Actor:
         """The authenticated caller; raises ``Unauthenticated`` with the reason."""
-        return self.tokens.from_header(self.authorization)
+        if self.authentication.actor is None:
+            raise Unauthenticated(self.authentication.refusal())
+        return self.authentication.actor
 
     def try_actor(self) -> Actor | None:
         """The authenticated caller, or None."""

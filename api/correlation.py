@@ -6,12 +6,13 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import correlation_id
+from hes.logs import CORRELATION_ID
 
 HEADER = b"x-correlation-id"
 
 
 class CorrelationIdMiddleware(ASGIMiddleware):
-    """Keeps a well-formed ``X-Correlation-ID`` or replaces it, and returns it to the caller."""
+    """Keeps a well-formed ``X-Correlation-ID`` or replaces it; logs and the response carry it."""
 
     scopes = ("http", "websocket")  # type: ignore[assignment]
 
@@ -27,4 +28,8 @@ class CorrelationIdMiddleware(ASGIMiddleware):
                 message["headers"] = [*message.get("headers", []), (HEADER, value)]
             await send(message)
 
-        await next_app(scope, receive, send_with_id)
+        token = CORRELATION_ID.set(value.decode())
+        try:
+            await next_app(scope, receive, send_with_id)
+        finally:
+            CORRELATION_ID.reset(token)

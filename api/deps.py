@@ -7,24 +7,26 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.types import Scope
 
 from api.auth import TokenService
+from api.authentication import authentication_of
 from api.context import RequestContext, correlation_id
 from hes.container import Container
 
 
 async def request_context(request: Request[Any, Any, Any]) -> RequestContext:
-    """Context of an HTTP request: container, token service, auth header, correlation id."""
-    return context_from(request.app.state, request.headers)
+    """Context of an HTTP request: container, caller, correlation id."""
+    return context_from(request.app.state, request.headers, request.scope)
 
 
-async def graphql_context(state: State, headers: dict[str, str]) -> RequestContext:
+async def graphql_context(state: State, headers: dict[str, str], scope: Scope) -> RequestContext:
     """Context of a GraphQL operation over HTTP or websocket (same fields as REST)."""
-    return context_from(state, headers)
+    return context_from(state, headers, scope)
 
 
-def context_from(state: State, headers: Mapping[str, str]) -> RequestContext:
-    """Build the per-request context from application state and request headers."""
+def context_from(state: State, headers: Mapping[str, str], scope: Scope) -> RequestContext:
+    """Build the per-request context from application state, headers and the resolved caller."""
     container: Container = state.container
     tokens: TokenService = state.tokens
     return RequestContext(
@@ -32,4 +34,7 @@ def context_from(state: State, headers: Mapping[str, str]) -> RequestContext:
         tokens=tokens,
         authorization=headers.get("authorization"),
         correlation_id=correlation_id(headers),
+        authentication=authentication_of(scope),
+        authenticator=state.authenticator,
+        dangerous=state.dangerous,
     )

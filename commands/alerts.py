@@ -92,7 +92,9 @@ class AlertDesk(Application[UUID]):
             evidence=decision.evidence,
         )
         spec.check()
-        meta = ctx.meta("raiseAlert", decision)
+        # The key names the evidence (e.g. a window); a detector repeating it sees the cause with
+        # a later clock and refined figures, which is the same command, not a conflicting one.
+        meta = ctx.meta("raiseAlert", spec.dedup_key, spec.alert_type)
         at = decision.observed_at
         for attempt in range(MAX_ATTEMPTS):
             series = self.series(spec.dedup_key)
@@ -157,7 +159,7 @@ class AlertDesk(Application[UUID]):
     ) -> AlertOutcome | None:
         """Close the cause's open alert because the cause cleared; ``None`` when none is open."""
         authorize(ctx.actor, "autoResolveAlert")
-        meta = ctx.meta("autoResolveAlert", dedup_key, evidence)
+        meta = ctx.meta("autoResolveAlert", dedup_key)
         when = at or datetime.now(UTC)
         series = self.series(dedup_key)
         if series is None or series.open_alert is None:

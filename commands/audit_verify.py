@@ -1,11 +1,13 @@
-"""Tamper evidence for the event store: per-aggregate hash chains and global checkpoints.
+"""Tamper evidence for the event store: per-aggregate hash chains and per-log checkpoints.
 
-Every row of ``<schema>.meters_events`` carries ``chain = sha256(previous chain || canonical
-bytes)``, set by a PostgreSQL trigger on insert; the previous chain is the same aggregate's
-previous version's (empty for version 1). The canonical bytes are the aggregate id (16 bytes),
-the version (8 bytes, big-endian, as ``int8send``), the topic's UTF-8 length (4 bytes) and bytes,
-then the state. A checkpoint row hashes the previous checkpoint's digest and the chains of all
-events up to a position, in notification order. ``verify`` recomputes both from the stored rows.
+Each application writes its own log, the event table ``<schema>.<log>_events`` (logs
+``meters``, ``tariffs``, ``alerts``). Every row carries ``chain = sha256(previous chain ||
+canonical bytes)``, set by a PostgreSQL trigger on insert; the previous chain is the same
+aggregate's previous version's (empty for version 1). The canonical bytes are the aggregate id
+(16 bytes), the version (8 bytes, big-endian, as ``int8send``), the topic's UTF-8 length
+(4 bytes) and bytes, then the state. A checkpoint row hashes the previous checkpoint of the same
+log and the chains of that log's events up to a position, in notification order (each table
+numbers its own events). ``verify`` recomputes both from the stored rows.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -23,7 +25,10 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-EVENTS_TABLE = "meters_events"
+LOGS: tuple[str, ...] = ("meters", "tariffs", "alerts")
+"""The chained logs: the applications' names, which the library's event tables are named after."""
+LEGACY_LOG = "meters"
+"""The log of checkpoints and anchors from before there was more than one."""
 CHECKPOINTS_TABLE = "audit_checkpoints"
 _LOCK_KEY = 0x4E5_0A0D
 _FETCH = 10_000
@@ -31,6 +36,8 @@ _REORDER_SEARCH_LIMIT = 200
 """Aggregates with more events than this are not searched for where a moved event came from."""
 
 Kind = Literal["altered", "removed", "reordered", "unchained", "checkpoint"]
+AnchorKey = tuple[str, int]
+"""(log, position) of a checkpoint."""
 
 _DIGEST_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.hes_event_chain(
@@ -45,12 +52,12 @@ $fn$
 """
 
 _TRIGGER_FUNCTION = """
-CREATE OR REPLACE FUNCTION {schema}.meters_events_chain() RETURNS trigger
+CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
     prev bytea;
 BEGIN
-    SELECT e.chain INTO prev FROM {schema}.meters_events e
+    SELECT e.chain INTO prev FROM {schema}.{table} e
      WHERE e.originator_id = NEW.originator_id
        AND e.originator_version = NEW.originator_version - 1;
     NEW.chain := {schema}.hes_event_chain(
@@ -67,12 +74,12 @@ DECLARE
     prev bytea;
 BEGIN
     FOR r IN SELECT originator_id, originator_version, topic, state
-               FROM {schema}.meters_events WHERE chain IS NULL
+               FROM {schema}.{table} WHERE chain IS NULL
               ORDER BY originator_id, originator_version LOOP
-        SELECT e.chain INTO prev FROM {schema}.meters_events e
+        SELECT e.chain INTO prev FROM {schema}.{table} e
          WHERE e.originator_id = r.originator_id
            AND e.originator_version = r.originator_version - 1;
-        UPDATE {schema}.meters_events
+        UPDATE {schema}.{table}
            SET chain = {schema}.hes_event_chain(
                prev, r.originator_id, r.originator_version, r.topic, r.state)
          WHERE originator_id = r.originator_id AND originator_version = r.originator_version;
@@ -83,49 +90,102 @@ $fn$
 
 _CHECKPOINTS = """
 CREATE TABLE IF NOT EXISTS {schema}.audit_checkpoints (
-    position bigint PRIMARY KEY,
+    log text NOT NULL,
+    position bigint NOT NULL,
     events bigint NOT NULL,
     digest bytea NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (log, position)
 )
 """
 
 
-class Finding(msgspec.Struct, frozen=True, kw_only=True):
-    """The first problem found in one aggregate's chain, or in the checkpoints."""
+def events_table(log: str) -> str:
+    """The event table of a log (the library names it after the application)."""
+    return f"{log}_events"
 
+
+def _trigger_name(log: str) -> str:
+    return f"{events_table(log)}_chain"
+
+
+class Finding(msgspec.Struct, frozen=True, kw_only=True):
+    """The first problem found in one aggregate's chain, or in one log's checkpoints."""
+
+    log: str
     kind: Kind
     aggregate_id: UUID | None = None
     version: int | None = None
     position: int | None = None
-    """Checkpoint findings: the checkpoint's position (the range ends there)."""
+    """Checkpoint findings: the checkpoint's position in the log (the range ends there)."""
     detail: str
 
 
-class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``verify`` recomputed and what it found."""
+class LogReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``verify`` recomputed in one log."""
 
+    log: str
+    table: str
     intact: bool
     aggregates: int
     events: int
     checkpoints: int
     checkpointed_position: int
-    """Position of the last checkpoint; events after it are covered by the chains only."""
+    """Position of the log's last checkpoint; events after it are covered by the chains only."""
     unanchored_events: int
+
+
+class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``verify`` recomputed and what it found: totals over all logs, then each log."""
+
+    intact: bool
+    aggregates: int
+    events: int
+    checkpoints: int
+    unanchored_events: int
+    """Events after their log's last checkpoint, in all logs."""
+    logs: list[LogReport]
     findings: list[Finding]
     seconds: float
     events_per_second: float
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
-    """One checkpoint over the global order: give ``position`` and ``digest`` to an auditor."""
+    """One checkpoint over a log: give its ``anchor()`` to an auditor."""
 
+    log: str
     position: int
     events: int
-    """Events in (previous checkpoint's position, position]."""
+    """Events in (previous checkpoint's position, position] of this log."""
     digest: str
     """Hex SHA-256."""
     created_at: datetime
+
+    def anchor(self) -> str:
+        """The checkpoint as ``LOG:POSITION:HEXDIGEST``, the form ``verify --anchor`` takes."""
+        return f"{self.log}:{self.position}:{self.digest}"
+
+
+def parse_anchor(text: str, logs: Sequence[str] = LOGS) -> tuple[AnchorKey, bytes]:
+    """``LOG:POSITION:HEXDIGEST`` (or the older ``POSITION:HEXDIGEST``, a meters checkpoint)."""
+    parts = text.strip().split(":")
+    if len(parts) == 2:
+        parts.insert(0, LEGACY_LOG)
+    if len(parts) != 3:
+        raise ValueError(f"{text!r}: give LOG:POSITION:HEXDIGEST")
+    log, position, digest = parts
+    if log not in logs:
+        raise ValueError(f"{text!r}: log must be one of {', '.join(logs)}")
+    try:
+        number = int(position)
+        value = bytes.fromhex(digest)
+    except ValueError:
+        raise ValueError(f"{text!r}: position is a number and the digest hex") from None
+    if number < 1:
+        raise ValueError(f"{text!r}: position must be 1 or more")
+    if len(value) != 32:
+        raise ValueError(f"{text!r}: the digest is 64 hex characters")
+    return (log, number), value
 
 
 def event_chain(prev: bytes, aggregate_id: UUID, version: int, topic: str, state: bytes) -> bytes:
@@ -141,120 +201,243 @@ def event_chain(prev: bytes, aggregate_id: UUID, version: int, topic: str, state
     ).digest()
 
 
-def install_chain(conn: psycopg.Connection[Any], schema: str) -> bool:
-    """Add the chain column, trigger and checkpoint table; backfill old rows. True if installed.
+def install_chain(
+    conn: psycopg.Connection[Any], schema: str, logs: Sequence[str] = LOGS
+) -> list[str]:
+    """Add chain columns and triggers and the checkpoint table; backfill old rows.
 
-    Idempotent; run after the event table exists. The table is locked against writers only on
-    the first run (when the trigger is missing), so no row is written unchained meanwhile.
+    Returns the logs whose trigger was installed now. Idempotent; run after the event tables
+    exist. A table is locked against writers only on its first run (when its trigger is
+    missing), so no row is written unchained meanwhile. A checkpoint table from before logs
+    existed gains its ``log`` column, every old row being a meters checkpoint.
     """
     ident = sql.Identifier(schema)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute(sql.SQL(_CHECKPOINTS).format(schema=ident))
-        exists = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass"
-            " AND tgname = 'meters_events_chain')",
-            (f'"{schema}".{EVENTS_TABLE}',),
-        ).fetchone()
-        if exists is not None and exists[0]:
-            return False
-        conn.execute(
-            sql.SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(
-                ident, sql.Identifier(EVENTS_TABLE)
-            )
+        _upgrade_checkpoints(conn, schema)
+    return [log for log in logs if _install_log(conn, schema, log)]
+
+
+def _upgrade_checkpoints(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Key single-log checkpoints by (log, position); existing rows become the meters log's."""
+    table = sql.Identifier(schema, CHECKPOINTS_TABLE)
+    name = table.as_string(conn)
+    has_log = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass"
+        " AND attname = 'log' AND NOT attisdropped)",
+        (name,),
+    ).fetchone()
+    if has_log is not None and has_log[0]:
+        return
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN log text NOT NULL DEFAULT {}").format(
+            table, sql.Literal(LEGACY_LOG)
         )
+    )
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN log DROP DEFAULT").format(table))
+    key = conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+        (name,),
+    ).fetchone()
+    if key is not None:
         conn.execute(
-            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain bytea").format(
-                ident, sql.Identifier(EVENTS_TABLE)
-            )
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(key[0]))
+        )
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (log, position)").format(table))
+
+
+def _install_log(conn: psycopg.Connection[Any], schema: str, log: str) -> bool:
+    ident = sql.Identifier(schema)
+    table = sql.Identifier(events_table(log))
+    trigger = sql.Identifier(_trigger_name(log))
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        if _trigger_state(conn, schema, log) is not None:
+            return False
+        conn.execute(sql.SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(ident, table))
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS chain bytea").format(ident, table)
         )
         conn.execute(sql.SQL(_DIGEST_FUNCTION).format(schema=ident))
-        conn.execute(sql.SQL(_TRIGGER_FUNCTION).format(schema=ident))
-        conn.execute(sql.SQL(_BACKFILL).format(schema=ident))
+        conn.execute(sql.SQL(_TRIGGER_FUNCTION).format(schema=ident, function=trigger, table=table))
+        conn.execute(sql.SQL(_BACKFILL).format(schema=ident, table=table))
         conn.execute(
             sql.SQL(
-                "CREATE TRIGGER meters_events_chain BEFORE INSERT ON {}.{}"
-                " FOR EACH ROW EXECUTE FUNCTION {}.meters_events_chain()"
-            ).format(ident, sql.Identifier(EVENTS_TABLE), ident)
+                "CREATE TRIGGER {trigger} BEFORE INSERT ON {schema}.{table}"
+                " FOR EACH ROW EXECUTE FUNCTION {schema}.{trigger}()"
+            ).format(trigger=trigger, schema=ident, table=table)
         )
     return True
 
 
-def create_checkpoint(conn: psycopg.Connection[Any], schema: str) -> Checkpoint | None:
-    """Record a checkpoint up to the current last position; None when nothing is new."""
+def _trigger_state(conn: psycopg.Connection[Any], schema: str, log: str) -> str | None:
+    """``pg_trigger.tgenabled`` of the log's chain trigger ('D' = disabled), None if absent."""
+    row = conn.execute(
+        "SELECT tgenabled FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s",
+        (sql.Identifier(schema, events_table(log)).as_string(conn), _trigger_name(log)),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def create_checkpoint(
+    conn: psycopg.Connection[Any], schema: str, logs: Sequence[str] = LOGS
+) -> list[Checkpoint]:
+    """Checkpoint every log up to its current last position; one per log with new events."""
     ident = sql.Identifier(schema)
+    made: list[Checkpoint] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY + 1,))
-        last = conn.execute(
-            sql.SQL(
-                "SELECT position, digest FROM {}.audit_checkpoints ORDER BY position DESC LIMIT 1"
-            ).format(ident)
-        ).fetchone()
-        start, prev = (int(last[0]), bytes(last[1])) if last else (0, b"")
-        top = conn.execute(
-            sql.SQL("SELECT max(notification_id) FROM {}.{}").format(
-                ident, sql.Identifier(EVENTS_TABLE)
+        for log in logs:
+            table = events_table(log)
+            last = conn.execute(
+                sql.SQL(
+                    "SELECT position, digest FROM {}.audit_checkpoints WHERE log = %s"
+                    " ORDER BY position DESC LIMIT 1"
+                ).format(ident),
+                (log,),
+            ).fetchone()
+            start, prev = (int(last[0]), bytes(last[1])) if last else (0, b"")
+            # The library's writers lock the table while inserting, so every position up to
+            # the visible maximum is committed: no event can appear below it later.
+            top = conn.execute(
+                sql.SQL("SELECT max(notification_id) FROM {}.{}").format(
+                    ident, sql.Identifier(table)
+                )
+            ).fetchone()
+            end = int(top[0]) if top and top[0] is not None else 0
+            if end <= start:
+                continue
+            digest = hashlib.sha256(prev)
+            count = 0
+            for _, chain in _chains(conn, schema, table, start, end):
+                digest.update(chain)
+                count += 1
+            row = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.audit_checkpoints (log, position, events, digest)"
+                    " VALUES (%s, %s, %s, %s) RETURNING created_at"
+                ).format(ident),
+                (log, end, count, digest.digest()),
+            ).fetchone()
+            assert row is not None
+            made.append(
+                Checkpoint(
+                    log=log,
+                    position=end,
+                    events=count,
+                    digest=digest.hexdigest(),
+                    created_at=row[0],
+                )
             )
-        ).fetchone()
-        end = int(top[0]) if top and top[0] is not None else 0
-        if end <= start:
-            return None
-        digest = hashlib.sha256(prev)
-        count = 0
-        for _, chain in _chains(conn, schema, start, end):
-            digest.update(chain)
-            count += 1
-        row = conn.execute(
-            sql.SQL(
-                "INSERT INTO {}.audit_checkpoints (position, events, digest)"
-                " VALUES (%s, %s, %s) RETURNING created_at"
-            ).format(ident),
-            (end, count, digest.digest()),
-        ).fetchone()
-        assert row is not None
-        return Checkpoint(position=end, events=count, digest=digest.hexdigest(), created_at=row[0])
+    return made
 
 
 def verify(
-    conn: psycopg.Connection[Any], schema: str, anchors: dict[int, bytes] | None = None
+    conn: psycopg.Connection[Any],
+    schema: str,
+    anchors: Mapping[AnchorKey, bytes] | None = None,
+    logs: Sequence[str] = LOGS,
 ) -> VerifyReport:
-    """Recompute every aggregate's chain and every checkpoint; report the first problems.
+    """Recompute every aggregate's chain and every checkpoint of every log; report problems.
 
     ``conn`` must be idle (no open transaction): the check runs in one read-only snapshot.
-    ``anchors`` are checkpoints kept outside the database (position → digest) that must match.
+    ``anchors`` are checkpoints kept outside the database ((log, position) → digest) that
+    must match.
     """
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise ValueError("verify needs an idle connection")
+    kept = dict(anchors or {})
+    unknown = sorted({log for log, _ in kept} - set(logs))
+    if unknown:
+        raise ValueError(f"anchors of unknown logs {unknown}; the logs are {', '.join(logs)}")
     started = time.perf_counter()
+    parts: list[LogReport] = []
     findings: list[Finding] = []
-    aggregates = events = 0
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        for aggregate_id, rows in _aggregates(conn, schema):
-            aggregates += 1
-            events += len(rows)
-            finding = check_aggregate(aggregate_id, rows)
-            if finding is not None:
-                findings.append(finding)
-        checkpoints, position, checkpoint_findings = _check_checkpoints(conn, schema, anchors or {})
-        findings.extend(checkpoint_findings)
-        after = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.{} WHERE notification_id > %s").format(
-                sql.Identifier(schema), sql.Identifier(EVENTS_TABLE)
-            ),
-            (position,),
-        ).fetchone()
+        for log in logs:
+            part, found = _verify_log(
+                conn, schema, log, {p: d for (name, p), d in kept.items() if name == log}
+            )
+            parts.append(part)
+            findings.extend(found)
     seconds = time.perf_counter() - started
+    events = sum(p.events for p in parts)
     return VerifyReport(
+        intact=not findings,
+        aggregates=sum(p.aggregates for p in parts),
+        events=events,
+        checkpoints=sum(p.checkpoints for p in parts),
+        unanchored_events=sum(p.unanchored_events for p in parts),
+        logs=parts,
+        findings=findings,
+        seconds=round(seconds, 3),
+        events_per_second=round(events / seconds, 1) if seconds > 0 else 0.0,
+    )
+
+
+def _verify_log(
+    conn: psycopg.Connection[Any], schema: str, log: str, anchors: dict[int, bytes]
+) -> tuple[LogReport, list[Finding]]:
+    table = events_table(log)
+    exists = conn.execute(
+        "SELECT to_regclass(%s)", (sql.Identifier(schema, table).as_string(conn),)
+    ).fetchone()
+    if exists is None or exists[0] is None:
+        missing = Finding(log=log, kind="removed", detail=f"event table {table} is missing")
+        return _log_report(log, [missing], 0, 0, 0, 0, 0), [missing]
+    findings: list[Finding] = []
+    trigger = _trigger_state(conn, schema, log)
+    if trigger is None or trigger == "D":
+        state = "missing" if trigger is None else "disabled"
+        findings.append(
+            Finding(
+                log=log,
+                kind="unchained",
+                detail=f"the chain trigger of {table} is {state}: events written now are not"
+                " chained",
+            )
+        )
+    aggregates = events = 0
+    for aggregate_id, rows in _aggregates(conn, schema, table):
+        aggregates += 1
+        events += len(rows)
+        finding = check_aggregate(log, aggregate_id, rows)
+        if finding is not None:
+            findings.append(finding)
+    checkpoints, position, checkpoint_findings = _check_checkpoints(conn, schema, log, anchors)
+    findings.extend(checkpoint_findings)
+    after = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.{} WHERE notification_id > %s").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        ),
+        (position,),
+    ).fetchone()
+    unanchored = int(after[0]) if after else 0
+    return _log_report(
+        log, findings, aggregates, events, checkpoints, position, unanchored
+    ), findings
+
+
+def _log_report(
+    log: str,
+    findings: list[Finding],
+    aggregates: int,
+    events: int,
+    checkpoints: int,
+    position: int,
+    unanchored: int,
+) -> LogReport:
+    return LogReport(
+        log=log,
+        table=events_table(log),
         intact=not findings,
         aggregates=aggregates,
         events=events,
         checkpoints=checkpoints,
         checkpointed_position=position,
-        unanchored_events=int(after[0]) if after else 0,
-        findings=findings,
-        seconds=round(seconds, 3),
-        events_per_second=round(events / seconds, 1) if seconds > 0 else 0.0,
+        unanchored_events=unanchored,
     )
 
 
@@ -267,7 +450,7 @@ class StoredRow(msgspec.Struct, frozen=True, array_like=True):
     chain: bytes | None
 
 
-def check_aggregate(aggregate_id: UUID, rows: list[StoredRow]) -> Finding | None:
+def check_aggregate(log: str, aggregate_id: UUID, rows: list[StoredRow]) -> Finding | None:
     """The first problem in one aggregate's rows (ordered by version), or None."""
     prev = b""
     for expected, row in enumerate(rows, start=1):
@@ -278,24 +461,29 @@ def check_aggregate(aggregate_id: UUID, rows: list[StoredRow]) -> Finding | None
                     if row.version == expected + 1
                     else f"versions {expected}-{row.version - 1}"
                 )
-                return _finding("removed", aggregate_id, expected, f"{missing} missing")
-            return _finding("altered", aggregate_id, row.version, "version number out of range")
+                return _finding(log, "removed", aggregate_id, expected, f"{missing} missing")
+            return _finding(
+                log, "altered", aggregate_id, row.version, "version number out of range"
+            )
         computed = event_chain(prev, aggregate_id, row.version, row.topic, row.state)
         if row.chain is None:
             return _finding(
-                "unchained", aggregate_id, row.version, "no chain: written around the trigger"
+                log, "unchained", aggregate_id, row.version, "no chain: written around the trigger"
             )
         if row.chain != computed:
-            return _mismatch(aggregate_id, rows, expected - 1, computed)
+            return _mismatch(log, aggregate_id, rows, expected - 1, computed)
         prev = computed
     return None
 
 
-def _mismatch(aggregate_id: UUID, rows: list[StoredRow], index: int, computed: bytes) -> Finding:
+def _mismatch(
+    log: str, aggregate_id: UUID, rows: list[StoredRow], index: int, computed: bytes
+) -> Finding:
     row = rows[index]
     moved = _recorded_as(aggregate_id, rows, row)
     if moved is not None:
         return _finding(
+            log,
             "reordered",
             aggregate_id,
             row.version,
@@ -307,9 +495,10 @@ def _mismatch(aggregate_id: UUID, rows: list[StoredRow], index: int, computed: b
             computed, aggregate_id, following.version, following.topic, following.state
         ):
             return _finding(
-                "altered", aggregate_id, row.version, "chain value edited; the event is intact"
+                log, "altered", aggregate_id, row.version, "chain value edited; the event is intact"
             )
     return _finding(
+        log,
         "altered",
         aggregate_id,
         row.version,
@@ -333,18 +522,18 @@ def _recorded_as(aggregate_id: UUID, rows: list[StoredRow], row: StoredRow) -> i
     return None
 
 
-def _finding(kind: Kind, aggregate_id: UUID, version: int, detail: str) -> Finding:
-    return Finding(kind=kind, aggregate_id=aggregate_id, version=version, detail=detail)
+def _finding(log: str, kind: Kind, aggregate_id: UUID, version: int, detail: str) -> Finding:
+    return Finding(log=log, kind=kind, aggregate_id=aggregate_id, version=version, detail=detail)
 
 
 def _aggregates(
-    conn: psycopg.Connection[Any], schema: str
+    conn: psycopg.Connection[Any], schema: str, table: str
 ) -> Iterator[tuple[UUID, list[StoredRow]]]:
     """Each aggregate's rows in version order, streamed through a server-side cursor."""
     statement = sql.SQL(
         "SELECT originator_id, originator_version, topic, state, chain FROM {}.{}"
         " ORDER BY originator_id, originator_version"
-    ).format(sql.Identifier(schema), sql.Identifier(EVENTS_TABLE))
+    ).format(sql.Identifier(schema), sql.Identifier(table))
     current: UUID | None = None
     rows: list[StoredRow] = []
     with conn.cursor(name="hes_audit_verify") as cursor:
@@ -365,13 +554,13 @@ def _aggregates(
 
 
 def _chains(
-    conn: psycopg.Connection[Any], schema: str, after: int, until: int
+    conn: psycopg.Connection[Any], schema: str, table: str, after: int, until: int
 ) -> Generator[tuple[int, bytes]]:
-    """(position, chain) of the events in (after, until], in notification order."""
+    """(position, chain) of the table's events in (after, until], in notification order."""
     statement = sql.SQL(
         "SELECT notification_id, chain FROM {}.{}"
         " WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-    ).format(sql.Identifier(schema), sql.Identifier(EVENTS_TABLE))
+    ).format(sql.Identifier(schema), sql.Identifier(table))
     with conn.cursor(name="hes_audit_chains") as cursor:
         cursor.itersize = _FETCH
         cursor.execute(statement, (after, until))
@@ -380,13 +569,15 @@ def _chains(
 
 
 def _check_checkpoints(
-    conn: psycopg.Connection[Any], schema: str, anchors: dict[int, bytes]
+    conn: psycopg.Connection[Any], schema: str, log: str, anchors: dict[int, bytes]
 ) -> tuple[int, int, list[Finding]]:
-    """(checkpoints, last position, findings): the first checkpoint that no longer matches."""
+    """(checkpoints, last position, findings) of one log: its first checkpoint that fails."""
     stored = conn.execute(
         sql.SQL(
-            "SELECT position, events, digest FROM {}.audit_checkpoints ORDER BY position"
-        ).format(sql.Identifier(schema))
+            "SELECT position, events, digest FROM {}.audit_checkpoints WHERE log = %s"
+            " ORDER BY position"
+        ).format(sql.Identifier(schema)),
+        (log,),
     ).fetchall()
     findings: list[Finding] = []
     positions = {int(p) for p, _, _ in stored}
@@ -394,6 +585,7 @@ def _check_checkpoints(
         if position not in positions:
             findings.append(
                 Finding(
+                    log=log,
                     kind="checkpoint",
                     position=position,
                     detail="anchored checkpoint is missing from the database",
@@ -402,7 +594,7 @@ def _check_checkpoints(
     if not stored:
         return 0, 0, findings
     last = int(stored[-1][0])
-    chains = _chains(conn, schema, 0, last)
+    chains = _chains(conn, schema, events_table(log), 0, last)
     pending = next(chains, None)
     previous, prev_digest = 0, b""
     for position, count, digest in stored:
@@ -423,7 +615,9 @@ def _check_checkpoints(
         elif anchor is not None and anchor != recomputed:
             problem = "checkpoint differs from the anchor kept outside the database"
         if problem is not None:
-            findings.append(Finding(kind="checkpoint", position=int(position), detail=problem))
+            findings.append(
+                Finding(log=log, kind="checkpoint", position=int(position), detail=problem)
+            )
             break
         previous, prev_digest = int(position), recomputed
     chains.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -16,7 +16,24 @@ from commands.policy import authorize
 from domain.errors import Conflict, NotFound
 from domain.meta import EventMeta
 from domain.meter import Meter, meter_id
+from domain.meter_events import LogEntry
+from domain.meter_keys import KeyKind
+from domain.remote_commands import (
+    CommandArgs,
+    CommandKind,
+    CommandResult,
+    RemoteCommand,
+    keyed_command_id,
+)
 from domain.values import ConnectionProfile, Location, MeterSpec, camel
+
+REQUEST_PERMISSION: dict[CommandKind, str] = {
+    CommandKind.DISCONNECT: "requestDisconnect",
+    CommandKind.RECONNECT: "requestReconnect",
+    CommandKind.SYNC_CLOCK: "requestClockSync",
+    CommandKind.READ_ON_DEMAND: "requestOnDemandRead",
+}
+"""The policy entry that allows requesting (and retrying) each kind of remote command."""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +44,15 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """Position of the last recorded event; ``None`` when nothing new was recorded."""
     replayed: bool = False
     """True when an idempotency key matched an earlier, identical command."""
+
+
+class CommandOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a remote-command request or retry did: the command as the meter now holds it."""
+
+    meter: Meter
+    command: RemoteCommand
+    notification_id: int | None
+    replayed: bool = False
 
 
 class ImportRowResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +135,103 @@ class MeterRegistry(Application[UUID]):
         authorize(ctx.actor, "decommissionMeter")
         meta = ctx.meta("decommissionMeter", id_, reason)
         return self._update(id_, meta, lambda m: m.decommission(reason, meta))
+
+    # -- remote commands (DLMS) ----------------------------------------------------
+
+    def request_remote_command(
+        self, id_: UUID, kind: CommandKind, args: CommandArgs, ctx: CommandContext
+    ) -> CommandOutcome:
+        """Queue a remote command (disconnect, reconnect, clock sync, on-demand read)."""
+        permission = REQUEST_PERMISSION[kind]
+        authorize(ctx.actor, permission)
+        meta = ctx.meta(permission, id_, args)
+        command = (
+            keyed_command_id(id_, ctx.idempotency_key)
+            if ctx.idempotency_key is not None
+            else uuid4()
+        )
+        outcome = self._update(id_, meta, lambda m: m.request_command(command, kind, args, meta))
+        return CommandOutcome(
+            meter=outcome.meter,
+            command=outcome.meter.command(command),
+            notification_id=outcome.notification_id,
+            replayed=outcome.replayed,
+        )
+
+    def retry_remote_command(
+        self, id_: UUID, command_id: UUID, ctx: CommandContext
+    ) -> CommandOutcome:
+        """Queue a failed remote command again as a new attempt."""
+        kind = self.get(id_).command(command_id).kind
+        permission = REQUEST_PERMISSION[kind]
+        authorize(ctx.actor, permission)
+        meta = ctx.meta("retryRemoteCommand", id_, command_id)
+        outcome = self._update(id_, meta, lambda m: m.retry_command(command_id, meta))
+        return CommandOutcome(
+            meter=outcome.meter,
+            command=outcome.meter.command(command_id),
+            notification_id=outcome.notification_id,
+            replayed=outcome.replayed,
+        )
+
+    def mark_command_sent(self, id_: UUID, command_id: UUID, ctx: CommandContext) -> Outcome:
+        """Record that the executor is sending the command now (refused unless REQUESTED)."""
+        authorize(ctx.actor, "recordRemoteCommand")
+        meta = ctx.meta("markCommandSent", id_, command_id)
+        return self._update(id_, meta, lambda m: m.mark_command_sent(command_id, meta))
+
+    def confirm_command(
+        self, id_: UUID, command_id: UUID, result: CommandResult, ctx: CommandContext
+    ) -> Outcome:
+        """Record the meter's confirmation of a sent command and what it read back."""
+        authorize(ctx.actor, "recordRemoteCommand")
+        meta = ctx.meta("confirmCommand", id_, command_id, result)
+        return self._update(id_, meta, lambda m: m.confirm_command(command_id, result, meta))
+
+    def fail_command(
+        self, id_: UUID, command_id: UUID, reason: str, ctx: CommandContext
+    ) -> Outcome:
+        """Record that a command's attempt failed, with the reason."""
+        authorize(ctx.actor, "recordRemoteCommand")
+        meta = ctx.meta("failCommand", id_, command_id, reason)
+        return self._update(id_, meta, lambda m: m.fail_command(command_id, reason, meta))
+
+    def record_log_entries(
+        self, id_: UUID, entries: list[LogEntry], ctx: CommandContext
+    ) -> list[LogEntry]:
+        """Record the meter's event-log entries not recorded before; return those recorded now."""
+        authorize(ctx.actor, "recordMeterEvents")
+        meta = ctx.meta("recordMeterEvents", id_, entries)
+        recorded: list[LogEntry] = []
+
+        def record(meter: Meter) -> None:
+            recorded[:] = meter.record_log_entries(entries, meta)
+
+        self._update(id_, meta, record)
+        return recorded
+
+    def change_security_keys(
+        self, id_: UUID, kinds: list[KeyKind], expected_version: int, ctx: CommandContext
+    ) -> int:
+        """Record new secrets of ``kinds`` stored as version ``expected_version`` + 1.
+
+        Raises ``Conflict`` when the meter's key version moved meanwhile (the caller stored
+        its secrets under a version that is no longer the next one).
+        """
+        authorize(ctx.actor, "setMeterKeys")
+        meta = ctx.meta("setMeterKeys", id_, kinds, expected_version)
+        version: list[int] = []
+
+        def change(meter: Meter) -> None:
+            if meter.key_version != expected_version:
+                raise Conflict(
+                    f"meter {meter.spec.serial} keys changed concurrently "
+                    f"(version {meter.key_version}, expected {expected_version}); try again"
+                )
+            version.append(meter.change_security_keys(kinds, meta))
+
+        outcome = self._update(id_, meta, change)
+        return version[0] if version else outcome.meter.key_version
 
     def import_meters(
         self, rows: list[tuple[MeterSpec, str | None]], ctx: CommandContext

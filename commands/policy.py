@@ -16,6 +16,15 @@ COMMAND_ROLES: dict[str, frozenset[Role]] = {
     "changeConnectionProfile": _OPERATORS,
     "decommissionMeter": _ADMINS,
     "importMeters": _OPERATORS,
+    # DLMS remote commands: operators request them; the executor records sent/confirmed/failed
+    # and the collector records meter event logs as SYSTEM (role admin). Keys are admin-only.
+    "requestDisconnect": _OPERATORS,
+    "requestReconnect": _OPERATORS,
+    "requestClockSync": _OPERATORS,
+    "requestOnDemandRead": _OPERATORS,
+    "recordRemoteCommand": _ADMINS,
+    "recordMeterEvents": _ADMINS,
+    "setMeterKeys": _ADMINS,
     # Alerts: operators work them; detectors raise and auto-resolve them as SYSTEM (role admin).
     "acknowledgeAlert": _OPERATORS,
     "resolveAlert": _OPERATORS,
@@ -30,6 +39,17 @@ COMMAND_ROLES: dict[str, frozenset[Role]] = {
     "clearTariffOverride": _ADMINS,
     "applyTariffLoad": _ADMINS,
     "expireTariffOverrides": _ADMINS,
+    # API keys of machine clients: administrators create, rotate and revoke them.
+    "createApiKey": _ADMINS,
+    "rotateApiKey": _ADMINS,
+    "revokeApiKey": _ADMINS,
+    # Notifications: every role but the (read-only) auditor manages its own subscriptions;
+    # admins may manage anyone's, operators may read anyone's delivery log.
+    "manageNotificationSubscriptions": frozenset(
+        {Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.CUSTOMER}
+    ),
+    "manageAnyNotificationSubscription": _ADMINS,
+    "readAnyNotificationDeliveries": _OPERATORS,
 }
 
 READ_ROLES = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR, Role.CUSTOMER})

@@ -304,6 +304,22 @@ class MeterEvent(enum.StrEnum):
     POWER_UP = "POWER_UP"
 
 
+_LOG_CODES: dict[int, MeterEvent] = {
+    1: MeterEvent.POWER_DOWN,
+    2: MeterEvent.POWER_UP,
+    40: MeterEvent.TERMINAL_COVER_OPENED,
+    42: MeterEvent.MAGNETIC_INTERFERENCE,  # strong DC field
+    44: MeterEvent.COVER_OPENED,
+    47: MeterEvent.MAGNETIC_INTERFERENCE,
+}
+"""IDIS standard / fraud-detection event-log codes that raise or clear an alert."""
+
+
+def meter_event_of_code(code: int) -> MeterEvent | None:
+    """The alerting meaning of a meter event-log code; ``None`` for codes that raise nothing."""
+    return _LOG_CODES.get(code)
+
+
 _TAMPER_SEVERITY: dict[MeterEvent, Severity] = {
     MeterEvent.COVER_OPENED: Severity.HIGH,
     MeterEvent.TERMINAL_COVER_OPENED: Severity.HIGH,

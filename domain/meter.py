@@ -9,9 +9,23 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from msgspec.structs import replace
 
-from domain.errors import Collector, Conflict, ValidationFailed
+from domain.errors import Collector, Conflict, FieldError, NotFound, ValidationFailed
 from domain.idempotency import RemembersCommands
 from domain.meta import EventMeta
+from domain.meter_events import LogEntry, LogMemory, MeterEventKind, event_kind, new_entries
+from domain.meter_keys import KeyKind
+from domain.remote_commands import (
+    MAX_KEPT_COMMANDS,
+    PENDING,
+    RELAY_KINDS,
+    CommandArgs,
+    CommandKind,
+    CommandResult,
+    CommandStatus,
+    RemoteCommand,
+    check_reason,
+    ensure_status,
+)
 from domain.values import (
     ConnectionProfile,
     Location,
@@ -101,6 +115,124 @@ class Meter(Aggregate, RemembersCommands):
             aggregate.decommissioned_at = self.timestamp
             aggregate.remember(self.meta)
 
+    class RemoteCommandRequested(Aggregate.Event):
+        """Someone asked the head-end to run a command on the meter (disconnect, read...)."""
+
+        command_id: UUID
+        kind: CommandKind
+        args: CommandArgs
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Add the command, waiting to be sent."""
+            aggregate.remote_commands[self.command_id] = RemoteCommand(
+                id=self.command_id,
+                kind=self.kind,
+                args=self.args,
+                status=CommandStatus.REQUESTED,
+                attempt=1,
+                requested_at=self.timestamp,
+                requested_by=self.meta.actor,
+                updated_at=self.timestamp,
+            )
+            aggregate.remember(self.meta)
+
+    class RemoteCommandSent(Aggregate.Event):
+        """The head-end sent the command to the meter (attempt ``attempt``)."""
+
+        command_id: UUID
+        attempt: int
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Mark the command in flight."""
+            command = aggregate.remote_commands[self.command_id]
+            command.status = CommandStatus.SENT
+            command.attempt = self.attempt
+            command.updated_at = self.timestamp
+            aggregate.remember(self.meta)
+
+    class RemoteCommandConfirmed(Aggregate.Event):
+        """The meter carried the command out; ``result`` holds what it read back."""
+
+        command_id: UUID
+        result: CommandResult
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Close the command; a relay operation also sets the relay state read back."""
+            command = aggregate.remote_commands[self.command_id]
+            command.status = CommandStatus.CONFIRMED
+            command.result = self.result
+            command.reason = None
+            command.updated_at = self.timestamp
+            if command.kind in RELAY_KINDS and self.result.relay_connected is not None:
+                aggregate.relay_connected = self.result.relay_connected
+                aggregate.relay_changed_at = self.timestamp
+            aggregate.forget_finished_commands()
+            aggregate.remember(self.meta)
+
+    class RemoteCommandFailed(Aggregate.Event):
+        """The command's attempt failed (unreachable meter, refusal, wrong read-back...)."""
+
+        command_id: UUID
+        reason: str
+        attempt: int
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Close the attempt as failed; the command may be retried."""
+            command = aggregate.remote_commands[self.command_id]
+            command.status = CommandStatus.FAILED
+            command.reason = self.reason
+            command.attempt = self.attempt
+            command.updated_at = self.timestamp
+            aggregate.forget_finished_commands()
+            aggregate.remember(self.meta)
+
+    class RemoteCommandRetried(Aggregate.Event):
+        """A failed command was requested again: attempt ``attempt`` waits to be sent."""
+
+        command_id: UUID
+        attempt: int
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Put the command back in the queue with a new attempt number."""
+            command = aggregate.remote_commands[self.command_id]
+            command.status = CommandStatus.REQUESTED
+            command.attempt = self.attempt
+            command.reason = None
+            command.updated_at = self.timestamp
+            aggregate.remember(self.meta)
+
+    class MeterEventLogged(Aggregate.Event):
+        """The meter's event log recorded an event (power failure, tamper, relay change...)."""
+
+        log: str
+        code: int
+        kind: MeterEventKind
+        at: datetime
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Remember the entry so that it is recorded once."""
+            entry = LogEntry(log=self.log, code=self.code, at=self.at)
+            aggregate.event_logs.setdefault(self.log, LogMemory()).remember(entry)
+            aggregate.remember(self.meta)
+
+    class SecurityKeysChanged(Aggregate.Event):
+        """New DLMS secrets of these kinds were stored for the meter (never the secrets)."""
+
+        kinds: tuple[KeyKind, ...]
+        key_version: int
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Move the meter to its new key version."""
+            aggregate.key_version = self.key_version
+            aggregate.remember(self.meta)
+
     @staticmethod
     def create_id(spec: MeterSpec, meta: EventMeta) -> UUID:
         """Derive the aggregate id from the serial number, so serials stay unique."""
@@ -122,6 +254,11 @@ class Meter(Aggregate, RemembersCommands):
         self.commissioned_at: datetime | None = None
         self.decommissioned_at: datetime | None = None
         self.commands: dict[str, str | None] = {}
+        self.remote_commands: dict[UUID, RemoteCommand] = {}
+        self.relay_connected: bool | None = None
+        self.relay_changed_at: datetime | None = None
+        self.event_logs: dict[str, LogMemory] = {}
+        self.key_version = 0
         self.remember(meta)
 
     def _ensure_active(self, action: str) -> None:
@@ -186,6 +323,122 @@ class Meter(Aggregate, RemembersCommands):
         self._ensure_active("decommission it again")
         _check_reason(reason)
         self.trigger_event(self.Decommissioned, reason=reason, meta=meta)
+
+    # -- remote commands -----------------------------------------------------------------
+
+    def request_command(
+        self, command_id: UUID, kind: CommandKind, args: CommandArgs, meta: EventMeta
+    ) -> RemoteCommand:
+        """Queue a remote command for the meter; one relay operation at a time."""
+        self._ensure_active(f"run {kind}")
+        args.check(kind)
+        if command_id in self.remote_commands:
+            raise Conflict(f"remote command {command_id} already exists")
+        if kind in RELAY_KINDS:
+            for other in self.remote_commands.values():
+                if other.kind in RELAY_KINDS and other.status in PENDING:
+                    raise Conflict(
+                        f"meter {self.spec.serial} has relay command {other.id} ({other.kind}) "
+                        f"{other.status}; wait for its outcome"
+                    )
+        self.trigger_event(
+            self.RemoteCommandRequested,
+            command_id=command_id,
+            kind=kind,
+            args=args.normalised(),
+            meta=meta,
+        )
+        return self.remote_commands[command_id]
+
+    def command(self, command_id: UUID) -> RemoteCommand:
+        """The meter's remote command with this id, or ``NotFound``."""
+        try:
+            return self.remote_commands[command_id]
+        except KeyError:
+            raise NotFound(f"meter {self.spec.serial} has no remote command {command_id}") from None
+
+    def mark_command_sent(self, command_id: UUID, meta: EventMeta) -> None:
+        """Record that the head-end is sending the command now."""
+        command = self.command(command_id)
+        ensure_status(command, frozenset({CommandStatus.REQUESTED}), "send it")
+        self.trigger_event(
+            self.RemoteCommandSent, command_id=command_id, attempt=command.attempt, meta=meta
+        )
+
+    def confirm_command(self, command_id: UUID, result: CommandResult, meta: EventMeta) -> None:
+        """Record the meter's confirmation of a sent command and what it read back."""
+        command = self.command(command_id)
+        ensure_status(command, frozenset({CommandStatus.SENT}), "confirm it")
+        self.trigger_event(
+            self.RemoteCommandConfirmed, command_id=command_id, result=result, meta=meta
+        )
+
+    def fail_command(self, command_id: UUID, reason: str, meta: EventMeta) -> None:
+        """Record that the command's current attempt failed, and why."""
+        command = self.command(command_id)
+        ensure_status(command, PENDING, "fail it")
+        self.trigger_event(
+            self.RemoteCommandFailed,
+            command_id=command_id,
+            reason=check_reason(reason),
+            attempt=command.attempt,
+            meta=meta,
+        )
+
+    def retry_command(self, command_id: UUID, meta: EventMeta) -> RemoteCommand:
+        """Queue a failed command again as a new attempt."""
+        self._ensure_active("retry a remote command")
+        command = self.command(command_id)
+        ensure_status(command, frozenset({CommandStatus.FAILED}), "retry it")
+        self.trigger_event(
+            self.RemoteCommandRetried,
+            command_id=command_id,
+            attempt=command.attempt + 1,
+            meta=meta,
+        )
+        return command
+
+    def forget_finished_commands(self) -> None:
+        """Drop the oldest finished commands beyond the kept number (the events stay)."""
+        excess = len(self.remote_commands) - MAX_KEPT_COMMANDS
+        if excess <= 0:
+            return
+        finished = [c.id for c in self.remote_commands.values() if c.status not in PENDING]
+        for id_ in finished[:excess]:
+            del self.remote_commands[id_]
+
+    # -- meter event logs and keys -----------------------------------------------------
+
+    def record_log_entries(self, entries: list[LogEntry], meta: EventMeta) -> list[LogEntry]:
+        """Record event-log entries not recorded before; return those recorded now."""
+        self._ensure_active("record its event log")
+        fresh = new_entries(self.event_logs, entries)
+        for entry in fresh:
+            self.trigger_event(
+                self.MeterEventLogged,
+                log=entry.log,
+                code=entry.code,
+                kind=event_kind(entry.code),
+                at=entry.at,
+                meta=meta,
+            )
+        return fresh
+
+    def change_security_keys(self, kinds: list[KeyKind], meta: EventMeta) -> int:
+        """Record that new secrets of ``kinds`` were stored; return the new key version."""
+        self._ensure_active("change its keys")
+        if not kinds:
+            raise ValidationFailed(
+                [FieldError("keys", "required", "give at least one kind of key")]
+            )
+        version = self.key_version + 1
+        self.trigger_event(
+            self.SecurityKeysChanged,
+            kinds=tuple(sorted(set(kinds), key=list(KeyKind).index)),
+            key_version=version,
+            meta=meta,
+        )
+        return version
 
 
 def _check_reason(reason: str) -> None:

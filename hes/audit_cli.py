@@ -1,4 +1,4 @@
-"""``hes audit``: a meter's history and past states, and verifying the event store's chains."""
+"""``hes audit``: any aggregate's history and past states, and verifying the event logs' chains."""
 
 from __future__ import annotations
 
@@ -17,16 +17,22 @@ from hes.settings import Settings, SettingsError
 if TYPE_CHECKING:
     import psycopg
 
-    from commands.meters import MeterRegistry
+    from commands.audit import App
 
 audit_app = typer.Typer(
-    help="Audit: a meter's history, its state at a past moment, and tamper checks.",
+    help="Audit: any aggregate's history, its state at a past moment, and tamper checks.",
     no_args_is_help=True,
 )
 console = Console(stderr=True)
 out = Console()
 
-IdArg = Annotated[str, typer.Argument(help="Meter serial number or aggregate id (UUID).")]
+IdArg = Annotated[
+    str,
+    typer.Argument(
+        help="Aggregate id (UUID of a meter, tariff or alert), meter serial, tariff region or"
+        " alert dedup key."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
@@ -41,9 +47,11 @@ def _iso(value: str) -> datetime:
 
 
 @contextmanager
-def _registry() -> Iterator[MeterRegistry]:
-    """The meter registry over the configured (or embedded) event store, closed afterwards."""
+def _applications() -> Iterator[tuple[App, ...]]:
+    """Meters, tariffs and alerts over the configured (or embedded) event store, then closed."""
+    from commands.alerts import AlertDesk
     from commands.meters import MeterRegistry
+    from commands.tariffs import TariffBook
     from hes.runtime import servers
 
     try:
@@ -52,11 +60,15 @@ def _registry() -> Iterator[MeterRegistry]:
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
     with servers(settings, console, need_nats=False) as resolved:
-        registry = MeterRegistry(env=resolved.settings.eventsourcing_env())
+        env = resolved.settings.eventsourcing_env()
+        apps: list[App] = []
         try:
-            yield registry
+            for kind in (MeterRegistry, TariffBook, AlertDesk):
+                apps.append(kind(env=env))
+            yield tuple(apps)
         finally:
-            registry.close()
+            for app in apps:
+                app.close()
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -78,19 +90,26 @@ def history_command(
     first: Annotated[int, typer.Option(min=1, max=5000, help="At most this many events.")] = 5000,
     json_output: JsonOpt = False,
 ) -> None:
-    """Every recorded event of a meter: time, actor, correlation id and payload."""
-    from commands.audit import history, resolve_id
+    """Every recorded event of an aggregate: time, actor, correlation id and payload."""
+    from commands.audit import history_of
     from domain.errors import DomainError
 
-    with _registry() as registry:
+    with _applications() as apps:
         try:
-            entries = history(registry, resolve_id(aggregate), from_, to, first)
+            entries = history_of(apps, aggregate, from_, to, first)
         except DomainError as exc:
             raise _fail(exc) from None
     if json_output:
         print(msgspec.json.encode(entries).decode())
         return
-    table = Table("pos", "ver", "time (UTC)", "event", "actor", "correlation id", "payload")
+    title = (
+        f"{entries[0].aggregate_type} {entries[0].aggregate_id} ({entries[0].log} log)"
+        if entries
+        else None
+    )
+    table = Table(
+        "pos", "ver", "time (UTC)", "event", "actor", "correlation id", "payload", title=title
+    )
     for e in entries:
         table.add_row(
             "" if e.position is None else str(e.position),
@@ -114,21 +133,26 @@ def state_at_command(
     version: Annotated[int | None, typer.Option(min=1, help="State at this version.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """A meter's state at a moment (--at ISO) or a version (--version N)."""
+    """An aggregate's state at a moment (--at ISO) or a version (--version N)."""
     from api.presenters import row_from_aggregate
-    from commands.audit import resolve_id, state_at
+    from commands.audit import aggregate_at, locate, snapshot
     from domain.errors import DomainError
+    from domain.meter import Meter
 
     if (at is None) == (version is None):
         console.print("[red]give exactly one of --at or --version[/]")
         raise typer.Exit(2)
-    with _registry() as registry:
+    with _applications() as apps:
         try:
-            meter = state_at(registry, resolve_id(aggregate), at=at, version=version)
+            app, id_ = locate(apps, aggregate)
+            found = aggregate_at(app, id_, at=at, version=version)
         except DomainError as exc:
             raise _fail(exc) from None
-    state = msgspec.to_builtins(row_from_aggregate(meter))
-    del state["last_seen"]  # a read-model column, not part of the aggregate's state
+    if isinstance(found, Meter):
+        state = msgspec.to_builtins(row_from_aggregate(found))
+        del state["last_seen"]  # a read-model column, not part of the aggregate's state
+    else:
+        state = msgspec.to_builtins(snapshot(app.name, found))
     if json_output:
         print(msgspec.json.encode(state).decode())
         return
@@ -166,17 +190,13 @@ def _database() -> Iterator[tuple[psycopg.Connection[Any], str]]:
             yield conn, resolved.settings.db_schema
 
 
-def _anchor(value: str) -> tuple[int, bytes]:
-    position, sep, digest = value.partition(":")
+def _anchor(value: str) -> tuple[tuple[str, int], bytes]:
+    from commands.audit_verify import parse_anchor
+
     try:
-        if not sep:
-            raise ValueError
-        parsed = (int(position), bytes.fromhex(digest))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r}: give POSITION:HEXDIGEST") from None
-    if len(parsed[1]) != 32:
-        raise typer.BadParameter(f"{value!r}: the digest is 64 hex characters")
-    return parsed
+        return parse_anchor(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--anchor") from None
 
 
 @audit_app.command("verify")
@@ -184,12 +204,13 @@ def verify_command(
     anchor: Annotated[
         list[str] | None,
         typer.Option(
-            help="A checkpoint kept outside the database, POSITION:HEXDIGEST (repeatable)."
+            help="A checkpoint kept outside the database, LOG:POSITION:HEXDIGEST (repeatable;"
+            " POSITION:HEXDIGEST is a meters checkpoint)."
         ),
     ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Recompute every event's hash chain and every checkpoint; exit 1 on tampering."""
+    """Recompute every log's hash chains and checkpoints; exit 1 on tampering."""
     from commands.audit_verify import verify
 
     anchors = dict(_anchor(a) for a in anchor or [])
@@ -200,15 +221,28 @@ def verify_command(
     else:
         style = "[green]intact[/]" if report.intact else "[red]TAMPERED[/]"
         out.print(
-            f"{style}: {report.events} events of {report.aggregates} aggregates, "
-            f"{report.checkpoints} checkpoints (up to position {report.checkpointed_position}; "
-            f"{report.unanchored_events} events after it), "
+            f"{style}: {report.events} events of {report.aggregates} aggregates in "
+            f"{len(report.logs)} logs, {report.checkpoints} checkpoints "
+            f"({report.unanchored_events} events after the last of their log), "
             f"{report.seconds:.2f}s, {report.events_per_second:,.0f} events/s"
         )
+        logs = Table("log", "", "aggregates", "events", "checkpoints", "up to", "after")
+        for part in report.logs:
+            logs.add_row(
+                part.log,
+                "ok" if part.intact else "[red]TAMPERED[/]",
+                str(part.aggregates),
+                str(part.events),
+                str(part.checkpoints),
+                str(part.checkpointed_position),
+                str(part.unanchored_events),
+            )
+        out.print(logs)
         if report.findings:
-            table = Table("kind", "aggregate", "version", "checkpoint", "detail")
+            table = Table("log", "kind", "aggregate", "version", "checkpoint", "detail")
             for f in report.findings:
                 table.add_row(
+                    f.log,
                     f.kind,
                     "" if f.aggregate_id is None else str(f.aggregate_id),
                     "" if f.version is None else str(f.version),
@@ -222,17 +256,19 @@ def verify_command(
 
 @audit_app.command("checkpoint")
 def checkpoint_command(json_output: JsonOpt = False) -> None:
-    """Record a checkpoint over all events so far; print it for an auditor to keep."""
+    """Checkpoint every log with new events; print each for an auditor to keep."""
     from commands.audit_verify import create_checkpoint
 
     with _database() as (conn, schema):
-        checkpoint = create_checkpoint(conn, schema)
+        checkpoints = create_checkpoint(conn, schema)
     if json_output:
-        print(msgspec.json.encode(checkpoint).decode())
-    elif checkpoint is None:
-        out.print("no new events since the last checkpoint")
-    else:
+        print(msgspec.json.encode(checkpoints).decode())
+        return
+    if not checkpoints:
+        out.print("no new events since the last checkpoints")
+    for checkpoint in checkpoints:
         out.print(
-            f"checkpoint {checkpoint.position}:{checkpoint.digest} "
-            f"({checkpoint.events} new events, {checkpoint.created_at.isoformat()})"
+            f"checkpoint {checkpoint.anchor()} "
+            f"({checkpoint.events} new events, {checkpoint.created_at.isoformat()})",
+            soft_wrap=True,  # one line per checkpoint, also in a log file: never fold the digest
         )

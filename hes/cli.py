@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import shutil
 import sys
@@ -18,7 +17,11 @@ from rich.table import Table
 
 from commands.context import SYSTEM, Actor, CommandContext, Role, Scope
 from hes.audit_cli import audit_app
+from hes.dlms_bench_cli import bench_dlms_command
+from hes.dlms_cli import dlms_app
 from hes.events_cli import events_app
+from hes.keys_cli import keys_app
+from hes.notifications_cli import notifications_app
 from hes.settings import Settings, SettingsError
 
 app = typer.Typer(
@@ -40,6 +43,10 @@ bench_app = typer.Typer(help="Benchmarks (JSON figures on the last line).", no_a
 app.add_typer(bench_app, name="bench")
 app.add_typer(audit_app, name="audit")
 app.add_typer(events_app, name="events")
+app.add_typer(keys_app, name="keys")
+app.add_typer(dlms_app, name="dlms")
+bench_app.command("dlms")(bench_dlms_command)
+app.add_typer(notifications_app, name="notifications")
 console = Console(stderr=True)
 
 
@@ -52,10 +59,9 @@ def _settings() -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from hes.logs import configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -167,22 +173,69 @@ def import_meters(
 
 @app.command()
 def simulate(
-    meters: Annotated[int, typer.Option(min=1, help="Simulated meters.")] = 5000,
+    meters: Annotated[
+        int | None, typer.Option(min=1, help="Simulated meters (default 5000; 10 with --dlms).")
+    ] = None,
     interval: Annotated[str, typer.Option(help="Time between readings: 500ms, 10s, 2m…")] = "10s",
     via: Annotated[Literal["http", "nats"], typer.Option(help="Ingest transport.")] = "http",
     url: Annotated[
         str | None, typer.Option(help="API base URL (default: http://HES_HOST:HES_PORT).")
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Same seed, same fleet and values.")] = 1,
+    seed: Annotated[
+        str | None,
+        typer.Option(help="Same seed, same fleet and values (default 1; with --dlms: hes-sim)."),
+    ] = None,
     duration: Annotated[
         str | None, typer.Option(help="Stop after this long, e.g. 60s (default: run until Ctrl-C).")
     ] = None,
     batch_meters: Annotated[int, typer.Option(min=1, help="Meters per request.")] = 200,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 8,
+    backfill: Annotated[
+        str | None,
+        typer.Option(help="First send this much past time (e.g. 45m), as fast as accepted."),
+    ] = None,
+    dlms: Annotated[bool, typer.Option(help="Serve simulated DLMS meters instead.")] = False,
+    base_port: Annotated[int, typer.Option(help="--dlms: meter i listens on this + i.")] = 4100,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="--dlms: counters and relay state (HES_DATA_DIR/dlms-sim).")
+    ] = None,
+    push_to: Annotated[str | None, typer.Option(help="--dlms: push to HOST:PORT.")] = None,
+    push_interval: Annotated[str, typer.Option(help="--dlms: time between pushes.")] = "900s",
+    push_ciphered: Annotated[bool, typer.Option(help="--dlms: cipher pushes (HLS).")] = False,
+    write_keys: Annotated[Path | None, typer.Option(help="--dlms: write keys CSV here.")] = None,
 ) -> None:
-    """Register a simulated fleet and send its readings every interval (JSON summary on stdout)."""
+    """Register a simulated fleet and send its readings every interval (JSON summary on stdout).
+
+    With --dlms, serve simulated DLMS meters (HDLC or wrapper over TCP) instead.
+    """
     from hes.simulator import SimulatorError, parse_duration
     from hes.simulator import simulate as run_simulate
+
+    if dlms:
+        from hes.dlms_sim_cli import simulate_dlms
+
+        simulate_dlms(
+            console,
+            _settings,
+            _logging,
+            meters=meters,
+            seed=seed,
+            duration=duration,
+            base_port=base_port,
+            state_dir=state_dir,
+            push_to=push_to,
+            push_interval=push_interval,
+            push_ciphered=push_ciphered,
+            write_keys=write_keys,
+        )
+        return
+    meters = 5000 if meters is None else meters
+    try:
+        seed_n = 1 if seed is None else int(seed)
+        if seed_n < 0:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter("must be a whole number >= 0", param_hint="--seed") from None
 
     try:
         interval_s = parse_duration(interval)
@@ -192,6 +245,10 @@ def simulate(
         duration_s = None if duration is None else parse_duration(duration)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--duration") from None
+    try:
+        backfill_s = 0.0 if backfill is None else parse_duration(backfill)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--backfill") from None
     settings = _settings()
     try:
         asyncio.run(
@@ -201,11 +258,12 @@ def simulate(
                 interval_s=interval_s,
                 via=via,
                 url=url or f"http://{settings.host}:{settings.port}",
-                seed=seed,
+                seed=seed_n,
                 duration_s=duration_s,
                 batch_meters=batch_meters,
                 concurrency=concurrency,
                 console=console,
+                backfill_s=backfill_s,
             )
         )
     except SimulatorError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import nats
@@ -11,6 +12,7 @@ from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -18,19 +20,36 @@ from adapters.metrics import record_ingest_metrics
 from adapters.nats.dead_letters import DeadLetterPublisher
 from adapters.nats.ingest_listener import IngestListener
 from adapters.nats.reading_publisher import ReadingPublisher
+from adapters.nats.subjects import event_subject
+from commands.alerts import AlertDesk
+from commands.api_keys import ApiKeyRegistry
 from commands.ingest import IngestService
 from commands.meters import MeterRegistry
 from commands.tariffs import TariffBook
 from domain.readings import Source
+from hes.dlms_keys import key_service
 from hes.settings import Settings
+from projections.alerts_queries import AlertQueries
 from projections.billing import BillingQueries
+from projections.dlms_queries import DlmsQueries
 from projections.intervals import IntervalQueries
 from projections.meter_directory import MeterDirectory
 from projections.meters_queries import MeterQueries
+from projections.notification_deliveries import NotificationDeliveries
+from projections.notification_subscriptions import NotificationSubscriptions
+from projections.notifier import secret_box
+from projections.price_cache import PriceCache
 from projections.reading_queries import ReadingQueries
 from projections.tariffs_queries import TariffQueries
 
 _json = msgspec.json.Encoder()
+
+
+class _TariffEventHead(msgspec.Struct):
+    """The CloudEvents fields a price-cache refresh needs."""
+
+    subject: UUID
+    aggregateversion: int
 
 
 class Container:
@@ -42,6 +61,12 @@ class Container:
         self.settings = settings
         self.registry = MeterRegistry(env=settings.eventsourcing_env())
         self.tariffs = TariffBook(env=settings.eventsourcing_env())
+        self.alerts = AlertDesk(env=settings.eventsourcing_env())
+        # One connection kept open (key checks are short); more only under load.
+        self.api_keys = ApiKeyRegistry(
+            env=settings.eventsourcing_env()
+            | {"POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "9"}
+        )
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.database_url,
             min_size=1,
@@ -54,12 +79,27 @@ class Container:
         self.intervals = IntervalQueries(self.pool, settings.db_schema)
         self.billing = BillingQueries(self.pool, settings.db_schema)
         self.tariff_queries = TariffQueries(self.pool, settings.db_schema)
+        self.alert_queries = AlertQueries(self.pool, settings.db_schema)
+        self.dlms = DlmsQueries(self.pool, settings.db_schema)
+        self.meter_keys = key_service(settings, self.registry)
+        self.notifications = NotificationSubscriptions(
+            self.pool,
+            settings.db_schema,
+            secret_box(settings),
+            allow_http=settings.notification_allow_http,
+            email_enabled=settings.smtp_host is not None,
+        )
+        self.notification_deliveries = NotificationDeliveries(
+            self.pool, settings.db_schema, self.notifications
+        )
         self.nats: NatsClient | None = None
         self._ingest: IngestService | None = None
         self._listener: IngestListener | None = None
         self.redis: Redis | None = (
             Redis.from_url(settings.redis_url, socket_timeout=2) if settings.redis_url else None
         )
+        self.prices = PriceCache(self.store("prices"), self.tariff_queries)
+        self._refreshes: set[asyncio.Task[bool]] = set()
 
     def store(self, name: str) -> Store:
         """A key-value store for ``name``: Redis (namespaced per schema) or in-process memory."""
@@ -100,6 +140,19 @@ class Container:
         if listen_for_ingest:
             self._listener = IngestListener(self.nats, s, self._ingest_over_nats)
             await self._listener.start()
+        await self.nats.subscribe(
+            event_subject(s.nats_prefix, "tariff", "*"), cb=self._on_tariff_event
+        )
+
+    async def _on_tariff_event(self, msg: Msg) -> None:
+        """Refresh the cached price of the tariff a relayed event changed."""
+        try:
+            event = msgspec.json.decode(msg.data, type=_TariffEventHead)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        task = asyncio.create_task(self.prices.refresh(event.subject, event.aggregateversion))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
     async def _ingest_over_nats(self, body: bytes) -> bytes:
         result = await self.ingest.ingest(body, Source.NATS)
@@ -108,6 +161,9 @@ class Container:
 
     async def close(self) -> None:
         """Close everything opened by ``open`` and the applications' connections."""
+        for task in list(self._refreshes):
+            task.cancel()
+        await asyncio.gather(*self._refreshes, return_exceptions=True)
         if self._listener is not None:
             await self._listener.stop()
         if self.nats is not None:
@@ -117,3 +173,5 @@ class Container:
             await self.redis.aclose()
         await asyncio.to_thread(self.registry.close)
         await asyncio.to_thread(self.tariffs.close)
+        await asyncio.to_thread(self.alerts.close)
+        await asyncio.to_thread(self.api_keys.close)

@@ -313,6 +313,10 @@ def _spawn_postgres(
             f"listen_addresses={_HOST}",
             "-c",
             "unix_socket_directories=",
+            # `hes up` alone holds ~60 connections (three applications, projections, relays,
+            # the notifier, the worker processes); leave room for tools and a second process.
+            "-c",
+            "max_connections=300",
         ]
         offset = log_path.stat().st_size if log_path.exists() else 0
         with log_path.open("ab") as log:

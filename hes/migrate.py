@@ -12,10 +12,16 @@ from eventsourcing.utils import Environment
 
 from adapters.nats.event_relay import create_tracking_table as create_relay_tracking
 from adapters.nats.streams import ensure_streams
+from commands.alerts import AlertDesk
+from commands.api_keys import ApiKeyRegistry
 from commands.audit_verify import install_chain
 from commands.meters import MeterRegistry
 from commands.tariffs import TariffBook
 from hes.settings import Settings
+from projections.alerts_projection import AlertsProjection
+from projections.alerts_view import AlertsView
+from projections.dlms_projection import DlmsProjection
+from projections.dlms_view import DlmsView
 from projections.meters_projection import MetersProjection
 from projections.meters_view import MetersView
 from projections.migrations import migrate as migrate_read_models
@@ -39,13 +45,21 @@ def migrate_database(settings: Settings) -> list[int]:
     env = settings.eventsourcing_env() | {"CREATE_TABLE": "y"}
     MeterRegistry(env=env).close()
     TariffBook(env=env).close()
+    AlertDesk(env=env).close()
+    ApiKeyRegistry(env=env).close()
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        install_chain(conn, settings.db_schema)  # needs the event table created just above
+        install_chain(conn, settings.db_schema)  # all three logs: needs their tables (above)
     factory = InfrastructureFactory.construct(Environment(MetersProjection.name, env))
     factory.tracking_recorder(MetersView)
     factory.close()
     factory = InfrastructureFactory.construct(Environment(TariffsProjection.name, env))
     factory.tracking_recorder(TariffsView)
+    factory.close()
+    factory = InfrastructureFactory.construct(Environment(AlertsProjection.name, env))
+    factory.tracking_recorder(AlertsView)
+    factory.close()
+    factory = InfrastructureFactory.construct(Environment(DlmsProjection.name, env))
+    factory.tracking_recorder(DlmsView)
     factory.close()
     create_relay_tracking(env)
     return applied

@@ -49,7 +49,15 @@ async def run_reading_workers(settings: Settings) -> None:
 class WorkerProcess:
     """A supervised child process running `hes workers run` with the resolved server URLs."""
 
-    def __init__(self, settings: Settings, max_backoff: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        max_backoff: float = 30.0,
+        command: tuple[str, ...] = ("workers", "run"),
+        name: str = "reading workers",
+    ) -> None:
+        self._command = command
+        self._name = name
         self._env = {
             **os.environ,
             "HES_DATABASE_URL": settings.database_url or "",
@@ -58,7 +66,7 @@ class WorkerProcess:
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._max_backoff = max_backoff
-        self._thread = threading.Thread(target=self._loop, name="reading-workers", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name.replace(" ", "-"), daemon=True)
         self.restarts = 0
 
     def start(self) -> None:
@@ -83,7 +91,7 @@ class WorkerProcess:
             started = time.monotonic()
             # Dies with us even if we are killed hard (no orphaned workers holding connections).
             self._proc = spawn_child(
-                [sys.executable, "-m", "hes.cli", "workers", "run"],
+                [sys.executable, "-m", "hes.cli", *self._command],
                 env=self._env,
                 death_signal=signal.SIGTERM,
             )
@@ -93,7 +101,7 @@ class WorkerProcess:
             self.restarts += 1
             if time.monotonic() - started > 60:
                 backoff = 0.5
-            log.error("reading workers exited with %s; restarting in %.1fs", code, backoff)
+            log.error("%s exited with %s; restarting in %.1fs", self._name, code, backoff)
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self._max_backoff)

@@ -99,8 +99,22 @@ class SupervisedRelay:
             await nc.close()
 
 
+RELAYED_APPLICATIONS = ("meters", "tariffs", "alerts")
+"""Every application whose events go to HES_EVENTS, each with its own relay and tracking row."""
+
+
+def relays(settings: Settings) -> list[SupervisedRelay]:
+    """One supervised relay per relayed application (not yet started)."""
+    return [SupervisedRelay(settings, name) for name in RELAYED_APPLICATIONS]
+
+
 def run_relay_forever(settings: Settings) -> None:
-    """Run the event relay in the foreground until interrupted (``hes events relay``)."""
-    relay = SupervisedRelay(settings)
-    relay.start()
-    relay.join()
+    """Run the event relays in the foreground until interrupted (``hes events relay``)."""
+    running = relays(settings)
+    for relay in running:
+        relay.start()
+    try:
+        running[0].join()
+    finally:
+        for relay in running:
+            relay.stop()

@@ -13,14 +13,16 @@ import uvicorn
 from rich.console import Console
 
 from api.app import create_app
-from api.auth import TokenService, load_or_create_secret
+from api.auth import TokenService, jwks_from, load_or_create_secret
 from hes.container import Container
+from hes.dlms_process import DlmsWorkers
 from hes.embedded import start_nats, start_postgres
 from hes.migrate import migrate
+from hes.notifier import SupervisedNotifier
 from hes.reading_process import WorkerProcess
-from hes.relay import SupervisedRelay
+from hes.relay import RELAYED_APPLICATIONS, relays
 from hes.settings import Settings
-from hes.workers import SupervisedProjection, tariffs_projection
+from hes.workers import SupervisedProjection, alerts_projection, tariffs_projection
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,14 @@ def servers(settings: Settings, console: Console, *, need_nats: bool = True) -> 
 def token_service(settings: Settings) -> TokenService:
     """The JWT service, with the secret from settings or the data directory."""
     secret = settings.jwt_secret or load_or_create_secret(settings.data_dir)
-    return TokenService(secret, settings.jwt_issuer, settings.jwt_audience)
+    return TokenService(
+        secret,
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        jwks=jwks_from(settings.jwt_jwks_url, settings.jwt_jwks_file),
+        roles_claim=settings.jwt_roles_claim,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
 
 
 def up(settings: Settings, console: Console) -> None:
@@ -86,18 +95,28 @@ def up(settings: Settings, console: Console) -> None:
         )
         projection = SupervisedProjection(s)
         tariffs = tariffs_projection(s)
+        alerts = alerts_projection(s)
         readings = WorkerProcess(s)
-        relay = SupervisedRelay(s)
+        event_relays = relays(s)
+        notifier = SupervisedNotifier(s)
+        dlms = DlmsWorkers(s)
         if s.run_workers:
             projection.start()
             tariffs.start()
+            alerts.start()
             readings.start()
-            relay.start()
-            console.print("[green]✓[/] projection workers meters_view, tariffs_view running")
-            console.print("[green]✓[/] event relay meters → HES_EVENTS running")
+            for relay in event_relays:
+                relay.start()
+            notifier.start()
+            console.print("[green]✓[/] projections meters_view, tariffs_view, alerts_view running")
+            console.print(
+                f"[green]✓[/] event relays {', '.join(RELAYED_APPLICATIONS)} → HES_EVENTS running"
+            )
             console.print(
                 f"[green]✓[/] reading workers running ({s.reading_partitions} partitions)"
             )
+            console.print("[green]✓[/] notifier running (alert and tariff events → subscribers)")
+            dlms.start(console)
         else:
             console.print("[yellow]•[/] workers not run here (HES_RUN_WORKERS=false)")
         tokens = token_service(s)
@@ -114,11 +133,19 @@ def up(settings: Settings, console: Console) -> None:
             f"  Token      hes token --role admin\n"
         )
         try:
-            uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
+            # log_config=None: uvicorn's loggers go through the JSON handler set up by the CLI
+            uvicorn.run(
+                app, host=s.host, port=s.port, log_level=s.log_level.lower(), log_config=None
+            )
         finally:
-            relay.stop()
+            if s.run_workers:
+                dlms.stop()
+            notifier.stop()
+            for relay in event_relays:
+                relay.stop()
             readings.stop()
             tariffs.stop()
+            alerts.stop()
             projection.stop()
 
 

@@ -291,8 +291,10 @@ class _Run:
         batch_meters: int,
         concurrency: int,
         console: Console,
+        backfill_ticks: int = 0,
     ) -> None:
         self.fleet = fleet
+        self.backfill_ticks = backfill_ticks
         self.interval_s = interval_s
         self.duration_s = duration_s
         self.max_ticks = ticks
@@ -358,10 +360,11 @@ class _Run:
         """
         interval = self.interval_s
         wall0, mono0 = time.time(), time.monotonic()
-        slot = math.floor(wall0 / interval)
+        live = math.floor(wall0 / interval)
+        slot = live - self.backfill_ticks  # past slots go first, back to back
         end, finish = math.inf, mono0
         if self.duration_s is not None:
-            end = slot + math.ceil(self.duration_s / interval - 1e-9)
+            end = live + math.ceil(self.duration_s / interval - 1e-9)
             finish = mono0 + self.duration_s
         previous: int | None = None
         while True:
@@ -390,7 +393,8 @@ class _Run:
                 self._warn_overrun(took)
             # Never queue ticks up: go on with the slot we are in now, skipping those past.
             previous = slot
-            slot = max(slot + 1, math.floor((wall0 + time.monotonic() - mono0) / interval))
+            current = math.floor((wall0 + time.monotonic() - mono0) / interval)
+            slot = slot + 1 if slot + 1 < live else max(slot + 1, current)
 
     def _warn_overrun(self, took: float) -> None:
         if not self._warned:
@@ -539,8 +543,11 @@ async def simulate(
     console: Console,
     ticks: int | None = None,
     regions: int = 4,
+    backfill_s: float = 0.0,
 ) -> Summary:
     """Register ``meters`` simulated meters, then send a tick of readings every interval.
+
+    With ``backfill_s`` the ticks of that much past time go first, as fast as the API takes them.
 
     Stops after ``duration_s`` (or ``ticks`` ticks), else runs until cancelled; prints the
     JSON summary on stdout in both cases and returns it.
@@ -554,9 +561,14 @@ async def simulate(
         raise SimulatorError(f"concurrency must be at least 1, got {concurrency}")
     if interval_s <= 0 or (duration_s is not None and duration_s <= 0):
         raise SimulatorError("interval and duration must be positive")
-    start = datetime.fromtimestamp(math.floor(time.time() / interval_s) * interval_s, UTC)
+    if backfill_s < 0:
+        raise SimulatorError("backfill must not be negative")
+    backfill_ticks = math.ceil(backfill_s / interval_s - 1e-9)
+    first_slot = math.floor(time.time() / interval_s) - backfill_ticks
+    start = datetime.fromtimestamp(first_slot * interval_s, UTC)
     run = _Run(
         Fleet(meters, seed, regions, start),
+        backfill_ticks=backfill_ticks,
         interval_s=interval_s,
         duration_s=duration_s,
         ticks=ticks,

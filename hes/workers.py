@@ -10,9 +10,12 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import TrackingRecorder
 from eventsourcing.projection import Projection, ProjectionRunner
 
+from commands.alerts import AlertDesk
 from commands.meters import MeterRegistry
 from commands.tariffs import TariffBook
 from hes.settings import Settings
+from projections.alerts_projection import AlertsProjection
+from projections.alerts_view import AlertsView
 from projections.meters_projection import MetersProjection
 from projections.meters_view import MetersView
 from projections.tariffs_projection import TariffsProjection
@@ -103,13 +106,25 @@ def tariffs_projection(settings: Settings) -> SupervisedProjection:
     )
 
 
+def alerts_projection(settings: Settings) -> SupervisedProjection:
+    """A supervised worker for the alerts read model (not yet started)."""
+    return SupervisedProjection(
+        settings,
+        application_class=AlertDesk,
+        projection_class=AlertsProjection,
+        view_class=AlertsView,
+    )
+
+
 def run_projection_forever(settings: Settings) -> None:
-    """Run the meters and tariffs projections until interrupted (``hes projections run``)."""
-    tariffs = tariffs_projection(settings)
-    tariffs.start()
+    """Run the meters, tariffs and alerts projections until interrupted."""
+    others = [tariffs_projection(settings), alerts_projection(settings)]
+    for other in others:
+        other.start()
     worker = SupervisedProjection(settings)
     worker.start()
     try:
         worker.join()
     finally:
-        tariffs.stop()
+        for other in others:
+            other.stop()

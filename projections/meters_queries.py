@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -16,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.values import ConnectionProfile, Location, MeterStatus
 from projections.meters_projection import MetersProjection
+from projections.projection_position import ProjectionPosition
 
 MAX_PAGE = 500
 ONLINE_WINDOW = timedelta(minutes=15)
@@ -100,8 +99,10 @@ _COLUMNS = sql.SQL(
 _FROM = "{schema}.meters m LEFT JOIN {schema}.meter_status s ON s.meter_id = m.id"
 
 
-class MeterQueries:
+class MeterQueries(ProjectionPosition):
     """Queries the meters read model in ``schema`` through an async pool."""
+
+    application_name = "meters"
 
     def __init__(self, pool: AsyncConnectionPool[Any], schema: str) -> None:
         self.pool = pool
@@ -143,33 +144,12 @@ class MeterQueries:
             end_cursor=encode_cursor(items[-1].serial) if items else None,
         )
 
-    async def applied_position(self) -> int:
-        """Notification id of the last event the meters projection applied (0 if none)."""
-        query = sql.SQL(
-            "SELECT notification_id FROM {}.{} WHERE application_name = 'meters'"
-        ).format(self.schema, self.tracking)
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(query)).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-
     async def recorded_position(self) -> int:
         """Notification id of the last event recorded in the meters event store (0 if none)."""
         query = sql.SQL("SELECT max(notification_id) FROM {}.meters_events").format(self.schema)
         async with self.pool.connection() as conn:
             row = await (await conn.execute(query)).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
-
-    async def wait_for(self, notification_id: int, seconds: float) -> bool:
-        """Wait up to ``seconds`` until the projection applied ``notification_id``; False if not."""
-        deadline = time.monotonic() + seconds
-        pause = 0.002
-        while True:
-            if await self.applied_position() >= notification_id:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
 
     async def _one(self, condition: sql.Composable, value: Any) -> MeterRow | None:
         query = sql.SQL("SELECT {} FROM {} WHERE {}").format(

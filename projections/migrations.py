@@ -9,6 +9,8 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
+from projections.dlms_schema import DLMS_TABLES
+
 log = logging.getLogger(__name__)
 
 Migration = Callable[[psycopg.Connection[Any], str], None]
@@ -258,6 +260,143 @@ MIGRATIONS: list[tuple[int, str, str | Migration]] = [
         );
         """,
     ),
+    (
+        6,
+        "alerts read model and detector checkpoints",
+        """
+        CREATE TABLE {schema}.alerts (
+            id uuid PRIMARY KEY,
+            dedup_key text NOT NULL,
+            generation integer NOT NULL,
+            alert_type text NOT NULL,
+            severity text NOT NULL,
+            severity_weight double precision NOT NULL,
+            region text NOT NULL,
+            meter_id uuid,
+            message text NOT NULL,
+            evidence jsonb NOT NULL,
+            status text NOT NULL CHECK (status IN ('OPEN', 'ACKNOWLEDGED', 'RESOLVED')),
+            raised_at timestamptz NOT NULL,
+            last_seen timestamptz NOT NULL,
+            occurrences integer NOT NULL,
+            customers_affected integer NOT NULL,
+            acknowledged_by text,
+            acknowledged_at timestamptz,
+            resolved_by text,
+            resolved_at timestamptz,
+            resolution_note text,
+            auto_resolved boolean NOT NULL DEFAULT false,
+            version integer NOT NULL,
+            position bigint NOT NULL,
+            updated_at timestamptz NOT NULL
+        );
+        CREATE INDEX alerts_status_idx ON {schema}.alerts (status, region);
+        CREATE INDEX alerts_meter_idx ON {schema}.alerts (meter_id) WHERE meter_id IS NOT NULL;
+        CREATE UNIQUE INDEX alerts_open_cause_idx ON {schema}.alerts (dedup_key)
+            WHERE status <> 'RESOLVED';
+        CREATE TABLE {schema}.detector_state (
+            detector text PRIMARY KEY,
+            checkpoint timestamptz NOT NULL
+        );
+        CREATE TABLE {schema}.detector_positions (
+            detector text PRIMARY KEY,
+            position bigint NOT NULL
+        );
+        """,
+    ),
+    (
+        7,
+        "notification subscriptions, deliveries, attempts and the notifier's event index",
+        """
+        CREATE TABLE {schema}.notification_subscriptions (
+            id uuid PRIMARY KEY,
+            owner text NOT NULL,
+            owner_roles text[] NOT NULL,
+            owner_customer text,
+            channel text NOT NULL CHECK (channel IN ('WEBHOOK', 'EMAIL')),
+            target text NOT NULL,
+            secret_sealed bytea,
+            kinds text[] NOT NULL CHECK (cardinality(kinds) > 0),
+            regions text[] NOT NULL,
+            alert_types text[] NOT NULL,
+            min_severity text NOT NULL,
+            enabled boolean NOT NULL,
+            idempotency_key text,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            version integer NOT NULL,
+            CHECK ((channel = 'WEBHOOK') = (secret_sealed IS NOT NULL))
+        );
+        CREATE INDEX notification_subscriptions_owner_idx
+            ON {schema}.notification_subscriptions (owner, created_at);
+        CREATE UNIQUE INDEX notification_subscriptions_idempotency_key
+            ON {schema}.notification_subscriptions (owner, idempotency_key)
+            WHERE idempotency_key IS NOT NULL;
+        CREATE TABLE {schema}.notification_deliveries (
+            id uuid PRIMARY KEY,
+            seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+            event_id uuid NOT NULL,
+            subscription_id uuid NOT NULL
+                REFERENCES {schema}.notification_subscriptions (id) ON DELETE CASCADE,
+            kind text NOT NULL,
+            event_type text NOT NULL,
+            event_time timestamptz NOT NULL,
+            body bytea NOT NULL,
+            status text NOT NULL CHECK (status IN ('PENDING', 'DELIVERED', 'FAILED')),
+            attempts integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL,
+            lease_until timestamptz,
+            last_error text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            finished_at timestamptz,
+            UNIQUE (event_id, subscription_id)
+        );
+        CREATE INDEX notification_deliveries_due_idx
+            ON {schema}.notification_deliveries (next_attempt_at) WHERE status = 'PENDING';
+        CREATE INDEX notification_deliveries_subscription_idx
+            ON {schema}.notification_deliveries (subscription_id, seq);
+        CREATE TABLE {schema}.notification_attempts (
+            delivery_id uuid NOT NULL
+                REFERENCES {schema}.notification_deliveries (id) ON DELETE CASCADE,
+            attempt integer NOT NULL CHECK (attempt > 0),
+            at timestamptz NOT NULL,
+            duration_ms double precision NOT NULL,
+            verdict text NOT NULL CHECK (verdict IN ('SUCCESS', 'RETRY', 'PERMANENT')),
+            status_code integer,
+            detail text,
+            PRIMARY KEY (delivery_id, attempt)
+        );
+        CREATE TABLE {schema}.notification_alert_index (
+            alert_id uuid PRIMARY KEY,
+            alert_type text NOT NULL,
+            severity text NOT NULL,
+            region text NOT NULL,
+            meter_id uuid,
+            message text,
+            version integer NOT NULL
+        );
+        CREATE TABLE {schema}.notification_tariff_index (
+            tariff_id uuid PRIMARY KEY,
+            region text NOT NULL,
+            currency text NOT NULL,
+            version integer NOT NULL
+        );
+        """,
+    ),
+    (
+        8,
+        "API key secret digests (the ApiKey events name the current secret_id)",
+        """
+        CREATE TABLE {schema}.api_key_secrets (
+            secret_id uuid PRIMARY KEY,
+            prefix text NOT NULL,
+            digest bytea NOT NULL CHECK (length(digest) = 32),
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX api_key_secrets_prefix_idx ON {schema}.api_key_secrets (prefix);
+        """,
+    ),
+    (9, "DLMS: remote commands, meter state, keys, counters, collection", DLMS_TABLES),
 ]
 
 _LOCK_KEY = 0x4E5_0001

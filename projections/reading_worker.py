@@ -26,6 +26,7 @@ from adapters.nats.dead_letters import DeadLetterPublisher
 from adapters.nats.reading_consumer import ReadingConsumer
 from domain.readings import MeterBatch
 from hes.settings import Settings
+from projections.detectors import DetectorReport, Detectors
 from projections.interval_export import export_due
 from projections.partitions import drop_expired, ensure_partitions
 from projections.reading_store import ReadingStore, WriteResult
@@ -74,6 +75,7 @@ class ReadingWorker:
         self.nc = nc
         # Builds its TariffBook on first use; concurrent engines of other workers are safe.
         self.tariff_engine = TariffEngine(settings, self.pool)
+        self.detectors = Detectors(settings, self.pool)
 
     async def handle(self, batches: list[MeterBatch]) -> None:
         """Write one fetched group; raising makes the consumer redeliver it later."""
@@ -106,12 +108,18 @@ class ReadingWorker:
                     ),
                     group.create_task(self._every(EXPORT_INTERVAL, self.export_intervals, stop)),
                     group.create_task(self._every(TARIFF_INTERVAL, self.apply_tariffs, stop)),
+                    group.create_task(
+                        self._every(
+                            self.settings.detector_interval_seconds, self.run_detectors, stop
+                        )
+                    ),
                 ]
                 await self.consumer.run(self.handle, stop)
                 for task in housekeeping:
                     task.cancel()
         finally:
             await self.tariff_engine.close()
+            await self.detectors.close()
             await self.pool.close()
 
     async def enforce_retention(self) -> list[str]:
@@ -141,6 +149,10 @@ class ReadingWorker:
     async def apply_tariffs(self) -> list[str]:
         """Price regions from their changed load windows; return the regions repriced."""
         return await self.tariff_engine.run_once(datetime.now(UTC))
+
+    async def run_detectors(self) -> DetectorReport:
+        """Raise and clear alerts from the read models (overload, comm failure, anomaly)."""
+        return await self.detectors.run_once(datetime.now(UTC))
 
     async def _update_lag(self) -> None:
         CONSUMER_LAG.set(await self.consumer.lag())

@@ -25,12 +25,13 @@ LOOKBACK = timedelta(days=1)
 """Only windows this recent are priced (the bucket index bounds the scan); a tariff ignores
 windows older than its newest one anyway. A first run starts this far back."""
 
+# Every changed window, oldest first: a region whose load rose through several windows since
+# the last run records each tier it passed, not just the last one.
 _CHANGED = """
-SELECT DISTINCT ON (region) region, bucket, load_pct,
-    max(updated_at) OVER () AS newest
+SELECT region, bucket, load_pct, max(updated_at) OVER () AS newest
 FROM {schema}.regional_load_15m
 WHERE bucket >= %s AND updated_at > %s
-ORDER BY region, bucket DESC
+ORDER BY bucket, region
 """
 
 _ADVANCE = """

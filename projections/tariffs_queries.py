@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
+from uuid import UUID
 
 import msgspec
 from psycopg import sql
@@ -14,6 +13,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from domain.pricing import LoadTier, Override, TimeOfUsePeriod, effective_price
+from projections.projection_position import ProjectionPosition
 from projections.tariffs_projection import TariffsProjection
 
 PriceKind = Literal["load", "override", "base", "tiers", "override-cleared", "override-expired"]
@@ -58,8 +58,10 @@ _COLUMNS = sql.SQL(
 )
 
 
-class TariffQueries:
+class TariffQueries(ProjectionPosition):
     """Queries the tariffs read model in ``schema`` through an async pool."""
+
+    application_name = "tariffs"
 
     def __init__(self, pool: AsyncConnectionPool[Any], schema: str) -> None:
         self.pool = pool
@@ -84,6 +86,14 @@ class TariffQueries:
             row = await cur.fetchone()
         return _row(row) if row else None
 
+    async def by_id(self, id_: UUID) -> TariffRow | None:
+        """The tariff with this aggregate id, or None."""
+        query = sql.SQL("SELECT {} FROM {}.tariffs WHERE id = %s").format(_COLUMNS, self.schema)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, (id_,))
+            row = await cur.fetchone()
+        return _row(row) if row else None
+
     async def history(self, region: str, start: datetime, end: datetime) -> list[TariffPriceRow]:
         """Prices the region recorded in ``[start, end)``, oldest first."""
         query = sql.SQL(
@@ -94,27 +104,6 @@ class TariffQueries:
             await cur.execute(query, (region.strip(), start, end))
             rows = await cur.fetchall()
         return [msgspec.convert(r, TariffPriceRow, strict=False) for r in rows]
-
-    async def applied_position(self) -> int:
-        """Notification id of the last event the tariffs projection applied (0 if none)."""
-        query = sql.SQL(
-            "SELECT notification_id FROM {}.{} WHERE application_name = 'tariffs'"
-        ).format(self.schema, self.tracking)
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(query)).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-
-    async def wait_for(self, notification_id: int, seconds: float) -> bool:
-        """Wait up to ``seconds`` until the projection applied ``notification_id``; False if not."""
-        deadline = time.monotonic() + seconds
-        pause = 0.002
-        while True:
-            if await self.applied_position() >= notification_id:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
 
 
 def _row(record: dict[str, Any]) -> TariffRow:

@@ -19,10 +19,11 @@ from api.auth import TokenService
 from commands.context import Role, Scope
 from hes.container import Container
 from hes.migrate import migrate
+from hes.relay import SupervisedRelay
 from hes.settings import Settings
-from hes.workers import SupervisedProjection, tariffs_projection
-from projections.reading_worker import ReadingWorker
+from hes.workers import SupervisedProjection, alerts_projection, tariffs_projection
 from tests.services import Services, discover
+from tests.worker_thread import WorkerThread
 
 RUN_ID = uuid.uuid4().hex[:8]
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -84,6 +85,40 @@ def tariffs_worker(settings: Settings) -> Iterator[SupervisedProjection]:
 
 
 @pytest.fixture(scope="session")
+def alerts_worker(settings: Settings) -> Iterator[SupervisedProjection]:
+    """The alerts projection worker, running for the whole test session."""
+    worker = alerts_projection(settings)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def dlms_worker(settings: Settings) -> Iterator[SupervisedProjection]:
+    """The DLMS read models' projection (remote commands, relay and key state), all session."""
+    from hes.dlms_process import dlms_projection
+
+    worker = dlms_projection(settings)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def event_relays(settings: Settings) -> Iterator[list[SupervisedRelay]]:
+    """Relays of the tariffs and alerts applications to HES_EVENTS for the whole session.
+
+    (The meters relay is left to the relay tests, which count what it publishes.)
+    """
+    running = [SupervisedRelay(settings, name) for name in ("tariffs", "alerts")]
+    for relay in running:
+        relay.start()
+    yield running
+    for relay in running:
+        relay.stop()
+
+
+@pytest.fixture(scope="session")
 def tokens() -> TokenService:
     """Token service sharing the test settings' secret."""
     return TokenService(JWT_SECRET, "hes", "hes-api")
@@ -117,17 +152,12 @@ def new_serial(prefix: str = "SN") -> str:
 
 
 @pytest.fixture(scope="session")
-async def reading_worker(settings: Settings) -> AsyncIterator[ReadingWorker]:
+def reading_worker(settings: Settings) -> Iterator[WorkerThread]:
     """Reading workers consuming this run's READINGS partitions for the whole session."""
-    assert settings.nats_url
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
-    stop = asyncio.Event()
-    worker = ReadingWorker(settings, nc)
-    task = asyncio.create_task(worker.run(stop))
+    worker = WorkerThread(settings)
+    worker.start()
     yield worker
-    stop.set()
-    await asyncio.wait_for(task, 30)
-    await nc.drain()
+    worker.stop()
 
 
 def ingest_headers(tokens: TokenService) -> dict[str, str]:

@@ -16,9 +16,11 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from adapters.nats.cloudevents import NON_DATA_KEYS, CloudEvent, event_type_of_class
+from domain.alert import Alert, AlertSeries
 from domain.meter import Meter
+from domain.tariff import Tariff
 
-AGGREGATES: tuple[type[Aggregate], ...] = (Meter,)
+AGGREGATES: tuple[type[Aggregate], ...] = (Meter, Tariff, Alert, AlertSeries)
 """Aggregates whose events are relayed to HES_EVENTS."""
 
 ENVELOPE_FILE = "cloudevents-envelope.json"

@@ -1,4 +1,4 @@
-"""GraphQL audit queries: an aggregate's recorded history and its state at a past moment."""
+"""GraphQL audit queries: any aggregate's recorded history and its state at a past moment."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from api.auth import Unauthenticated
 from api.context import RequestContext
 from api.graphql.types import Connection, MeterStatus, Place
 from api.presenters import row_from_aggregate
-from commands.audit import AuditEntry, history, resolve_id, state_at
+from commands.audit import App, AuditEntry, history_of, locate, state_at, state_of
 from commands.policy import authorize_audit
-from domain.errors import DomainError, ValidationFailed
+from domain.errors import DomainError, FieldError, ValidationFailed
+from domain.meter import Meter
 from projections.meters_queries import MeterRow
 
 ContextInfo = Info[RequestContext, None]
@@ -28,7 +29,13 @@ T = TypeVar("T")
 @strawberry.type(description="One recorded event of an aggregate, oldest first.")
 class AuditEvent:
     position: str | None = strawberry.field(
-        description="Place in the event store's global order (a 64-bit integer, as text)."
+        description="Place in its application's log (a 64-bit integer, as text)."
+    )
+    application: str = strawberry.field(
+        description="The application whose log holds the event: meters, tariffs or alerts."
+    )
+    aggregate_type: str = strawberry.field(
+        description="Class of the aggregate: Meter, Tariff, Alert or AlertSeries."
     )
     aggregate_id: strawberry.ID
     version: int
@@ -44,6 +51,8 @@ class AuditEvent:
         """GraphQL view of an audit entry."""
         return cls(
             position=None if entry.position is None else str(entry.position),
+            application=entry.log,
+            aggregate_type=entry.aggregate_type,
             aggregate_id=strawberry.ID(str(entry.aggregate_id)),
             version=entry.version,
             type=entry.type,
@@ -119,6 +128,39 @@ class MeterState:
         )
 
 
+@strawberry.type(description="Any aggregate's state rebuilt from its events up to one version.")
+class AggregateState:
+    application: str = strawberry.field(description="meters, tariffs or alerts.")
+    aggregate_type: str = strawberry.field(description="Meter, Tariff, Alert or AlertSeries.")
+    aggregate_id: strawberry.ID
+    version: int
+    created_at: datetime = strawberry.field(description="Time of the aggregate's first event.")
+    updated_at: datetime = strawberry.field(description="Time of the event of this version.")
+    state: JSON = strawberry.field(
+        description="The aggregate's own fields (snake_case), as the domain keeps them."
+    )
+
+
+def _apps(info: ContextInfo) -> tuple[App, ...]:
+    container = info.context.container
+    return (container.registry, container.tariffs, container.alerts)
+
+
+def _meter_at(apps: tuple[App, ...], value: str, at: datetime | None, version: int | None) -> Meter:
+    app, id_ = locate(apps, value)
+    if app.name != "meters":
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "aggregateId",
+                    "meter",
+                    f"{value} is in the {app.name} log, not a meter: ask aggregateStateAt",
+                )
+            ]
+        )
+    return state_at(app, id_, at=at, version=version)
+
+
 def _graphql_error(exc: DomainError) -> GraphQLError:
     code = "BAD_USER_INPUT" if isinstance(exc, ValidationFailed) else exc.code
     return GraphQLError(exc.message, extensions={"code": code})
@@ -143,8 +185,9 @@ async def _audited(info: ContextInfo, read: Callable[[], T]) -> T:
 class AuditQuery:
     @strawberry.field(
         description=(
-            "Every recorded event of an aggregate (meter id or serial) with from <= time < to,"
-            " oldest first, at most `first` (max 5000). Auditors and admins only."
+            "Every recorded event of an aggregate with from <= time < to, oldest first, at most"
+            " `first` (max 5000). `aggregateId`: any aggregate's UUID (meter, tariff, alert),"
+            " a meter serial, a tariff region or an alert dedup key. Auditors and admins only."
         )
     )
     async def history(
@@ -155,15 +198,15 @@ class AuditQuery:
         to: datetime | None = None,
         first: int = 500,
     ) -> list[AuditEvent]:
-        registry = info.context.container.registry
-        id_ = resolve_id(aggregate_id)
-        entries = await _audited(info, lambda: history(registry, id_, from_, to, first))
+        apps = _apps(info)
+        entries = await _audited(info, lambda: history_of(apps, aggregate_id, from_, to, first))
         return [AuditEvent.of(e) for e in entries]
 
     @strawberry.field(
         description=(
             "A meter's state at a moment (`at`: after its last event at or before then) or at a"
-            " version; give exactly one. Auditors and admins only."
+            " version; give exactly one. Tariffs and alerts: `aggregateStateAt`. Auditors and"
+            " admins only."
         )
     )
     async def state_at(
@@ -173,7 +216,32 @@ class AuditQuery:
         at: datetime | None = None,
         version: int | None = None,
     ) -> MeterState | None:
-        registry = info.context.container.registry
-        id_ = resolve_id(aggregate_id)
-        meter = await _audited(info, lambda: state_at(registry, id_, at=at, version=version))
+        apps = _apps(info)
+        meter = await _audited(info, lambda: _meter_at(apps, aggregate_id, at, version))
         return MeterState.from_row(row_from_aggregate(meter))
+
+    @strawberry.field(
+        description=(
+            "Any aggregate's state (meter, tariff, alert, alert series) at a moment (`at`) or a"
+            " version, as JSON; give exactly one. `aggregateId` as for `history`. Auditors and"
+            " admins only."
+        )
+    )
+    async def aggregate_state_at(
+        self,
+        info: ContextInfo,
+        aggregate_id: strawberry.ID,
+        at: datetime | None = None,
+        version: int | None = None,
+    ) -> AggregateState | None:
+        apps = _apps(info)
+        found = await _audited(info, lambda: state_of(apps, aggregate_id, at=at, version=version))
+        return AggregateState(
+            application=found.log,
+            aggregate_type=found.aggregate_type,
+            aggregate_id=strawberry.ID(str(found.aggregate_id)),
+            version=found.version,
+            created_at=found.created_on,
+            updated_at=found.modified_on,
+            state=cast(JSON, found.state),
+        )

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 from uuid import UUID
 
 import anyio.to_thread
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
-from strawberry.permission import BasePermission
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
-from api.auth import Unauthenticated
 from api.context import InvalidHeader, RequestContext
+from api.graphql.access import protect, record_refusal
+from api.graphql.alerts import AlertMutation, AlertQuery, AlertSubscription
+from api.graphql.api_keys import ApiKeyMutation, ApiKeyQuery
 from api.graphql.audit import AuditQuery
+from api.graphql.bulk_disconnect import BulkDisconnectMutation
+from api.graphql.dlms import DlmsMutation, DlmsQuery
+from api.graphql.limits import limits
+from api.graphql.notifications import NotificationMutation, NotificationQuery
+from api.graphql.permissions import IsAuthenticated
 from api.graphql.readings import ReadingQuery, ReadingSubscription
-from api.graphql.tariffs import TariffMutation, TariffQuery
+from api.graphql.redaction import without_values
+from api.graphql.tariffs import TariffMutation, TariffQuery, TariffSubscription
 from api.graphql.types import (
     ConnectionInput,
     FieldProblem,
@@ -46,22 +52,6 @@ from projections.meters_queries import InvalidCursor, MeterFilter, encode_cursor
 
 ContextInfo = Info[RequestContext, None]
 log = logging.getLogger(__name__)
-
-
-class IsAuthenticated(BasePermission):
-    """The request carries a valid bearer token."""
-
-    message = "authentication required"
-    error_extensions = {"code": "UNAUTHENTICATED"}
-
-    def has_permission(self, source: Any, info: ContextInfo, **kwargs: Any) -> bool:
-        """True when the bearer token verifies; the reason becomes the error message."""
-        try:
-            info.context.actor()
-        except Unauthenticated as exc:
-            self.message = f"authentication required: {exc}"
-            return False
-        return True
 
 
 def _bad_request(message: str) -> GraphQLError:
@@ -307,28 +297,58 @@ class HesSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Log each error at the level it deserves."""
+        """Log each error at the level it deserves (input values cut from coercion errors)."""
         for error in errors:
+            error.message = without_values(error.message)
             if _unexpected(error):
                 log.error(
                     "GraphQL resolver failed at %s", error.path, exc_info=error.original_error
                 )
             else:
                 log.info("GraphQL request refused: %s", error.message)
+                record_refusal(error, execution_context)
 
 
-Query = merge_types("Query", (MeterQuery, ReadingQuery, AuditQuery, TariffQuery))
-Mutation = merge_types("Mutation", (MeterMutation, TariffMutation))
+Query = merge_types(
+    "Query",
+    (
+        MeterQuery,
+        ReadingQuery,
+        AuditQuery,
+        TariffQuery,
+        AlertQuery,
+        NotificationQuery,
+        ApiKeyQuery,
+        DlmsQuery,
+    ),
+)
+Mutation = merge_types(
+    "Mutation",
+    (
+        MeterMutation,
+        TariffMutation,
+        AlertMutation,
+        NotificationMutation,
+        ApiKeyMutation,
+        DlmsMutation,
+        BulkDisconnectMutation,
+    ),
+)
+Subscription = merge_types(
+    "Subscription", (ReadingSubscription, AlertSubscription, TariffSubscription)
+)
+protect(Query, Mutation, Subscription)  # every root field checked by commands.access.GRAPHQL
 
 schema = HesSchema(
     query=Query,
     mutation=Mutation,
-    subscription=ReadingSubscription,
+    subscription=Subscription,
     types=[ForbiddenError],
     extensions=[
         lambda: MaskErrors(
             should_mask_error=_unexpected,
             error_message="internal error; the server log has the details",
-        )
+        ),
+        *limits(),
     ],
 )

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, TypeAlias
+from uuid import UUID
 
 import anyio.to_thread
+import msgspec
 import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
+from adapters.nats.subjects import event_subject
 from api.context import InvalidHeader, RequestContext
+from api.graphql.permissions import IsAuthenticated
 from api.graphql.types import CommandError, FieldProblem, ValidationError, error_value
 from api.presenters import present_tariff
 from commands.context import Actor, CommandContext, Role
@@ -20,8 +25,9 @@ from commands.tariffs import Outcome
 from domain.errors import DomainError
 from domain.pricing import DEFAULT_MIN_CHANGE_PCT, DEFAULT_TIERS, LoadTier, TariffSpec
 from domain.pricing import TimeOfUsePeriod as DomainPeriod
+from domain.tariff import tariff_id
 from projections.meters_queries import MeterFilter
-from projections.tariffs_queries import TariffPriceRow, TariffRow
+from projections.tariffs_queries import TariffPriceRow, TariffQueries, TariffRow
 
 ContextInfo = Info[RequestContext, None]
 _STAFF = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR})
@@ -255,36 +261,37 @@ async def _run(
         return error_value(exc)
     container = context.container
     wait_seconds = container.settings.projection_wait_seconds if wait else 0.0
-    return Tariff.from_row(await present_tariff(outcome, container.tariff_queries, wait_seconds))
+    row = await present_tariff(outcome, container.tariff_queries, wait_seconds)
+    if outcome.notification_id is not None:
+        await container.prices.put(row)
+    return Tariff.from_row(row)
 
 
 @strawberry.type
 class TariffQuery:
-    @strawberry.field(description="Every region's tariff, ordered by region (staff only).")
+    @strawberry.field(
+        permission_classes=[IsAuthenticated],
+        description="Every region's tariff, ordered by region (staff only).",
+    )
     async def tariffs(self, info: ContextInfo) -> list[Tariff]:
         _staff(info.context.actor())
         return [Tariff.from_row(r) for r in await info.context.container.tariff_queries.all()]
 
     @strawberry.field(
-        description="A region's tariff; a customer sees only the region of one of their meters."
+        permission_classes=[IsAuthenticated],
+        description="A region's tariff; a customer sees only the region of one of their meters.",
     )
     async def current_tariff(self, info: ContextInfo, region: str) -> Tariff | None:
         actor = info.context.actor()
-        container = info.context.container
-        row = await container.tariff_queries.by_region(region)
-        if row is None:
-            return None
-        if actor.roles.isdisjoint(_STAFF):
-            if Role.CUSTOMER not in actor.roles or actor.customer_account is None:
-                return None
-            page = await container.meters.page(
-                MeterFilter(region=row.region, customer_account=actor.customer_account), 1, None
-            )
-            if not page.items:
-                return None  # a customer cannot even learn another region's price
+        row = await info.context.container.prices.current(region)
+        if row is None or not await _may_see(info, actor, row.region):
+            return None  # a customer cannot even learn another region's price
         return Tariff.from_row(row)
 
-    @strawberry.field(description="Prices a region recorded in [from, to), oldest first (staff).")
+    @strawberry.field(
+        permission_classes=[IsAuthenticated],
+        description="Prices a region recorded in [from, to), oldest first (staff).",
+    )
     async def tariff_history(
         self,
         info: ContextInfo,
@@ -302,9 +309,82 @@ class TariffQuery:
         return [TariffPrice.from_row(r) for r in rows]
 
 
+async def _may_see(info: ContextInfo, actor: Actor, region: str) -> bool:
+    """Staff see every region; a customer only the regions of their own meters."""
+    if not actor.roles.isdisjoint(_STAFF):
+        return True
+    if Role.CUSTOMER not in actor.roles or actor.customer_account is None:
+        return False
+    page = await info.context.container.meters.page(
+        MeterFilter(region=region, customer_account=actor.customer_account), 1, None
+    )
+    return bool(page.items)
+
+
+class _TariffEventHead(msgspec.Struct):
+    subject: UUID
+    aggregateversion: int
+
+
+@strawberry.type
+class TariffSubscription:
+    @strawberry.subscription(
+        permission_classes=[IsAuthenticated],
+        description="A region's tariff each time it changes (price, override, tiers); "
+        "a customer only for the region of one of their meters.",
+    )
+    async def tariff_changed(self, info: ContextInfo, region: str) -> AsyncGenerator[Tariff, None]:
+        actor = info.context.actor()
+        if not await _may_see(info, actor, region.strip()):
+            raise GraphQLError(
+                "tariffChanged: you may only follow the region of your own meters",
+                extensions={"code": "FORBIDDEN"},
+            )
+        container = info.context.container
+        nc = container.nats
+        if nc is None:
+            raise GraphQLError("live tariffs are unavailable: not connected to NATS")
+        wanted = tariff_id(region)
+        sub = await nc.subscribe(event_subject(container.settings.nats_prefix, "tariff", "*"))
+        try:
+            async for msg in sub.messages:
+                try:
+                    head = _head_decoder.decode(msg.data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if head.subject != wanted:
+                    continue
+                row = await _projected(container.tariff_queries, wanted, head.aggregateversion)
+                if row is not None:
+                    yield Tariff.from_row(row)
+        finally:
+            await sub.unsubscribe()
+
+
+_head_decoder = msgspec.json.Decoder(_TariffEventHead)
+
+
+async def _projected(
+    queries: TariffQueries, tariff: UUID, version: int, seconds: float = 5.0
+) -> TariffRow | None:
+    """The tariff's row once the projection applied ``version`` (the relay may be ahead)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    pause = 0.01
+    while True:
+        row = await queries.by_id(tariff)
+        if row is not None and row.version >= version:
+            return row
+        if asyncio.get_running_loop().time() >= deadline:
+            return None
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
 @strawberry.type
 class TariffMutation:
-    @strawberry.mutation(description="Create a region's tariff (admin).")
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated], description="Create a region's tariff (admin)."
+    )
     async def create_tariff(
         self,
         info: ContextInfo,
@@ -319,7 +399,10 @@ class TariffMutation:
         book = info.context.container.tariffs
         return await _run(info, idempotency_key, wait, lambda c: book.create_tariff(spec, c))
 
-    @strawberry.mutation(description="Fix a region's price until it expires (admin).")
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated],
+        description="Fix a region's price until it expires (admin).",
+    )
     async def apply_tariff_override(
         self,
         info: ContextInfo,
@@ -342,7 +425,9 @@ class TariffMutation:
             lambda c: book.apply_override(region, amount, reason, expires_at, c),
         )
 
-    @strawberry.mutation(description="Remove a region's override (admin).")
+    @strawberry.mutation(
+        permission_classes=[IsAuthenticated], description="Remove a region's override (admin)."
+    )
     async def clear_tariff_override(
         self,
         info: ContextInfo,

@@ -10,12 +10,22 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from api.auth import Unauthenticated
+from api.authentication import authentication_of
 from api.context import InvalidHeader
+from api.denials import Reason, record_denial
 from api.rest.bodies import Problem, ProblemField
 from domain.errors import DomainError, ValidationFailed
 
 log = logging.getLogger(__name__)
-_STATUS = {"VALIDATION": 422, "NOT_FOUND": 404, "CONFLICT": 409, "FORBIDDEN": 403}
+_STATUS = {
+    "VALIDATION": 422,
+    "NOT_FOUND": 404,
+    "CONFLICT": 409,
+    "FORBIDDEN": 403,
+    "RATE_LIMITED": 429,
+}
+CHALLENGE = 'Bearer realm="hes", ApiKey realm="hes"'
+
 PROBLEM = "application/problem+json"
 
 
@@ -38,8 +48,14 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+def domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
     """422/404/409/403 for a refused command."""
+    if exc.code == "FORBIDDEN" and not getattr(exc, "recorded", False):
+        # refused by a handler or a command (the guard records its own refusals)
+        auth = authentication_of(request.scope)
+        target = f"{request.method} {request.scope.get('path_template', '?')}"
+        subject = auth.actor.subject if auth.actor else None
+        record_denial("rest", target, Reason.FORBIDDEN, subject, exc.message)
     fields = (
         [ProblemField(e.field, e.rule, e.message) for e in exc.errors]
         if isinstance(exc, ValidationFailed)
@@ -49,10 +65,8 @@ def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Proble
 
 
 def unauthenticated(_: Request[Any, Any, Any], exc: Unauthenticated) -> Response[Problem]:
-    """401 with the reason and the scheme to use."""
-    return problem(
-        401, "UNAUTHENTICATED", str(exc), headers={"WWW-Authenticate": 'Bearer realm="hes"'}
-    )
+    """401 with the reason and the schemes to use."""
+    return problem(401, "UNAUTHENTICATED", str(exc), headers={"WWW-Authenticate": CHALLENGE})
 
 
 def invalid_header(_: Request[Any, Any, Any], exc: InvalidHeader) -> Response[Problem]:
@@ -70,11 +84,16 @@ def request_validation(_: Request[Any, Any, Any], exc: ValidationException) -> R
     return problem(400, "BAD_REQUEST", exc.detail, fields)
 
 
-def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     """Other framework errors (404 route, 405, 413...) in the same problem format."""
     code = {404: "NO_ROUTE", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE", 429: "RATE_LIMITED"}.get(
         exc.status_code, "HTTP_ERROR"
     )
+    if exc.status_code == 429:
+        auth = authentication_of(request.scope)
+        target = f"{request.method} {request.scope.get('path_template', '?')}"
+        subject = auth.actor.subject if auth.actor else None
+        record_denial("rest", target, Reason.RATE_LIMITED, subject, "request rate limit reached")
     return problem(exc.status_code, code, exc.detail, headers=exc.headers)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import anyio.to_thread
@@ -15,6 +16,13 @@ from commands.meter_csv import template_csv
 from commands.meter_import import ImportReport, import_meters
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
+
+
+@dataclass
+class MeterImportForm:
+    """The multipart form of an import: the CSV file in the part named ``data``."""
+
+    data: UploadFile
 
 
 class MeterImports(Controller):
@@ -40,7 +48,7 @@ class MeterImports(Controller):
     async def upload(
         self,
         ctx: NamedDependency[RequestContext],
-        data: MultipartBody[UploadFile],
+        data: MultipartBody[MeterImportForm],
         region: Annotated[
             str | None,
             QueryParameter(
@@ -50,7 +58,7 @@ class MeterImports(Controller):
     ) -> ImportReport:
         """Register every valid row; report each bad row by line, field and reason."""
         command_ctx = ctx.command(None)
-        content = await data.read()
+        content = await data.data.read()
         batch = ctx.container.settings.import_batch_size
         report = await anyio.to_thread.run_sync(
             lambda: import_meters(

@@ -1,10 +1,12 @@
-"""Audit through the real app and CLI: history, stateAt and the read-only auditor role."""
+"""Audit through the real app and CLI: history and past states of meters, tariffs and alerts,
+and the read-only auditor role."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID, uuid4
 
@@ -14,9 +16,15 @@ from litestar.testing import AsyncTestClient
 from typer.testing import CliRunner
 
 from api.presenters import row_from_aggregate
-from commands.context import Actor, CommandContext, Role
+from commands.alerts import AlertDesk
+from commands.context import SYSTEM, Actor, CommandContext, Role
 from commands.meters import MeterRegistry
+from commands.tariffs import TariffBook
+from domain.alert import AlertType, Severity
+from domain.detection import AlertDecision, Verdict
 from domain.meter import Meter, meter_id
+from domain.pricing import TariffSpec
+from domain.tariff import tariff_id
 from domain.values import ConnectionProfile, Location, MeterSpec
 from hes.cli import app
 from hes.settings import Settings
@@ -38,6 +46,15 @@ STATE_AT = (
     " version: $version) { id serial status customerAccount version registeredAt updatedAt"
     " commissionedAt decommissionedAt decommissionReason location { address }"
     " connection { host port transport } } }"
+)
+HISTORY_ANY = (
+    "query($id: ID!) { history(aggregateId: $id) { position application aggregateType"
+    " aggregateId version type time actor correlationId payload } }"
+)
+AGGREGATE_STATE_AT = (
+    "query($id: ID!, $at: DateTime, $version: Int) { aggregateStateAt(aggregateId: $id, at: $at,"
+    " version: $version) { application aggregateType aggregateId version createdAt updatedAt"
+    " state } }"
 )
 # (mutation, actor subject, role) in the order the lifecycle test runs them.
 LIFECYCLE = [
@@ -67,6 +84,38 @@ MUTATIONS = {
     " ... on ForbiddenError { code } } }",
     "clearTariffOverride": 'mutation { clearTariffOverride(region: "AUDIT", reason: "audit")'
     " { __typename ... on ForbiddenError { code } } }",
+    "createNotificationSubscription": "mutation { createNotificationSubscription(input: "
+    '{channel: WEBHOOK, url: "https://hooks.example.com/a", kinds: [ALERT_RAISED]})'
+    " { __typename ... on ForbiddenError { code } } }",
+    "updateNotificationSubscription": "mutation($id: ID!) { updateNotificationSubscription("
+    "id: $id, changes: {enabled: false}) { __typename ... on ForbiddenError { code } } }",
+    "deleteNotificationSubscription": "mutation($id: ID!) { deleteNotificationSubscription("
+    "id: $id) { __typename ... on ForbiddenError { code } } }",
+    "acknowledgeAlert": "mutation($id: ID!) { acknowledgeAlert(id: $id) { __typename"
+    " ... on ForbiddenError { code } } }",
+    "resolveAlert": 'mutation($id: ID!) { resolveAlert(id: $id, note: "audit") { __typename'
+    " ... on ForbiddenError { code } } }",
+    "disconnectMeters": "mutation($id: ID!) { disconnectMeters(ids: [$id], confirm:"
+    ' "disconnectMeters 1") { __typename ... on ForbiddenError { code } } }',
+    "createApiKey": 'mutation { createApiKey(input: {name: "audit", scopes: ["ingest"]})'
+    " { __typename ... on ForbiddenError { code } } }",
+    "rotateApiKey": 'mutation { rotateApiKey(prefix: "abcdefgh") { __typename'
+    " ... on ForbiddenError { code } } }",
+    "revokeApiKey": 'mutation { revokeApiKey(prefix: "abcdefgh", reason: "audit") { __typename'
+    " ... on ForbiddenError { code } } }",
+    # DLMS remote commands and keys
+    **{
+        name: f"mutation($id: ID!) {{ {name}(id: $id{extra}) {{ __typename"
+        " ... on ForbiddenError { code } } }"
+        for name, extra in (
+            ("disconnectMeter", ""),
+            ("reconnectMeter", ""),
+            ("synchronizeMeterClock", ""),
+            ("readMeterOnDemand", ', quantities: ["voltage_l1"]'),
+            ("retryRemoteCommand", ', commandId: "00000000-0000-0000-0000-000000000001"'),
+            ("setMeterKeys", ', input: {llsPassword: "x12345678"}, confirm: "setMeterKeys 1"'),
+        )
+    },
 }
 
 
@@ -76,6 +125,29 @@ def registry(settings: Settings) -> Iterator[MeterRegistry]:
     app_ = MeterRegistry(env=settings.eventsourcing_env())
     yield app_
     app_.close()
+
+
+@pytest.fixture(scope="module")
+def tariff_book(settings: Settings) -> Iterator[TariffBook]:
+    """The tariffs application over the test event store."""
+    app_ = TariffBook(env=settings.eventsourcing_env())
+    yield app_
+    app_.close()
+
+
+@pytest.fixture(scope="module")
+def alert_desk(settings: Settings) -> Iterator[AlertDesk]:
+    """The alerts application over the test event store."""
+    app_ = AlertDesk(env=settings.eventsourcing_env())
+    yield app_
+    app_.close()
+
+
+def by(subject: str, role: Role) -> CommandContext:
+    """Command context of one caller, with the correlation id ``corr-<subject>``."""
+    return CommandContext(
+        actor=Actor(subject=subject, roles=frozenset({role})), correlation_id=f"corr-{subject}"
+    )
 
 
 def stored(registry: MeterRegistry, id_: UUID) -> list[CanMutateAggregate[UUID]]:
@@ -350,3 +422,195 @@ def test_cli_history_and_state_at(settings: Settings, registry: MeterRegistry) -
     assert unknown.exit_code == 1 and "no aggregate" in unknown.output
     too_late = CliRunner().invoke(app, ["audit", "state-at", serial, "--version", "4"], env=env)
     assert too_late.exit_code == 1 and "no version 4" in too_late.output
+
+
+# -- tariffs and alerts ---------------------------------------------------------------
+
+
+def raise_decision(key: str) -> AlertDecision:
+    """An overload detector's decision to raise an alert for ``key``."""
+    return AlertDecision(
+        verdict=Verdict.RAISE,
+        alert_type=AlertType.OVERLOAD,
+        severity=Severity.HIGH,
+        region="North",
+        dedup_key=key,
+        message="transformer at 130 %",
+        observed_at=datetime.now(UTC),
+        evidence={"load_pct": 130.0},
+    )
+
+
+async def error_code(
+    client: Client, query: str, variables: dict[str, Any], headers: dict[str, str]
+) -> str:
+    """The error code of an audit query that must fail (and return no data)."""
+    body = await gql(client, query, variables, headers)
+    assert "errors" in body and not any((body.get("data") or {}).values()), body
+    code: str = body["errors"][0]["extensions"]["code"]
+    return code
+
+
+async def test_alert_history_and_states_for_auditors_only(
+    client: Client, auth: Auth, alert_desk: AlertDesk
+) -> None:
+    key = f"OVERLOAD:{new_serial('AUA')}"
+    detector = CommandContext(actor=SYSTEM, correlation_id="corr-detector")
+    id_ = alert_desk.raise_or_recur(raise_decision(key), detector).alert.id
+    alert_desk.acknowledge(id_, by("olga", Role.OPERATOR))
+    alert_desk.resolve(id_, "load shed", by("oscar", Role.OPERATOR))
+    auditor = auth(Role.AUDITOR, subject="audrey")
+
+    body = await gql(client, HISTORY_ANY, {"id": str(id_)}, auditor)
+    entries = body["data"]["history"]
+    assert [(e["version"], e["type"], e["actor"], e["correlationId"]) for e in entries] == [
+        (1, "Raised", "system", "corr-detector"),
+        (2, "Acknowledged", "olga", "corr-olga"),
+        (3, "Resolved", "oscar", "corr-oscar"),
+    ]
+    assert {(e["application"], e["aggregateType"], e["aggregateId"]) for e in entries} == {
+        ("alerts", "Alert", str(id_))
+    }
+    positions = [int(e["position"]) for e in entries]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert entries[0]["payload"]["spec"]["dedup_key"] == key
+    assert entries[0]["payload"]["spec"]["evidence"] == {"load_pct": 130.0}
+    assert entries[2]["payload"]["note"] == "load shed"
+
+    series = await gql(client, HISTORY_ANY, {"id": key}, auth(Role.ADMIN))
+    assert [(e["aggregateType"], e["type"]) for e in series["data"]["history"]] == [
+        ("AlertSeries", "Started"),
+        ("AlertSeries", "Opened"),
+        ("AlertSeries", "Closed"),
+    ]
+
+    acked = await gql(client, AGGREGATE_STATE_AT, {"id": str(id_), "version": 2}, auditor)
+    state = acked["data"]["aggregateStateAt"]
+    assert (state["application"], state["aggregateType"], state["version"]) == (
+        "alerts",
+        "Alert",
+        2,
+    )
+    assert state["updatedAt"] == entries[1]["time"] and state["createdAt"] == entries[0]["time"]
+    assert state["state"]["status"] == "ACKNOWLEDGED"
+    assert state["state"]["acknowledged_by"] == "olga"
+    assert state["state"]["resolved_at"] is None
+    assert "commands" not in state["state"]
+    at_end = await gql(
+        client, AGGREGATE_STATE_AT, {"id": str(id_), "at": entries[2]["time"]}, auditor
+    )
+    final = at_end["data"]["aggregateStateAt"]["state"]
+    assert (final["status"], final["resolved_by"], final["resolution_note"]) == (
+        "RESOLVED",
+        "oscar",
+        "load shed",
+    )
+
+    meter_only = await gql(client, STATE_AT, {"id": str(id_), "version": 1}, auditor)
+    assert meter_only["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "aggregateStateAt" in meter_only["errors"][0]["message"]
+    for role in (Role.OPERATOR, Role.VIEWER):
+        headers = auth(role, subject="olga")
+        assert await error_code(client, HISTORY_ANY, {"id": str(id_)}, headers) == "FORBIDDEN"
+        assert (
+            await error_code(client, AGGREGATE_STATE_AT, {"id": str(id_), "version": 1}, headers)
+            == "FORBIDDEN"
+        )
+    assert await error_code(client, HISTORY_ANY, {"id": str(id_)}, {}) == "UNAUTHENTICATED"
+
+
+async def test_tariff_history_and_states_for_auditors_only(
+    client: Client, auth: Auth, tariff_book: TariffBook
+) -> None:
+    region = new_serial("AUT")
+    spec = TariffSpec(region=region, currency="EUR", base_price=Decimal("0.25"), timezone="UTC")
+    tariff_book.create_tariff(spec, by("ada", Role.ADMIN))
+    until = datetime(2999, 1, 1, tzinfo=UTC)
+    tariff_book.apply_override(region, Decimal("0.40"), "heat wave", until, by("ben", Role.ADMIN))
+    tariff_book.clear_override(region, "cooler", by("cyd", Role.ADMIN))
+    id_ = str(tariff_id(region))
+    auditor = auth(Role.AUDITOR)
+
+    by_region = await gql(client, HISTORY_ANY, {"id": region}, auditor)
+    entries = by_region["data"]["history"]
+    assert [(e["version"], e["type"], e["actor"], e["correlationId"]) for e in entries] == [
+        (1, "Created", "ada", "corr-ada"),
+        (2, "OverrideApplied", "ben", "corr-ben"),
+        (3, "OverrideCleared", "cyd", "corr-cyd"),
+    ]
+    assert {(e["application"], e["aggregateType"], e["aggregateId"]) for e in entries} == {
+        ("tariffs", "Tariff", id_)
+    }
+    assert entries[0]["payload"]["base_price"] == "0.25"
+    assert Decimal(entries[1]["payload"]["price"]) == Decimal("0.40")
+    assert entries[1]["payload"]["reason"] == "heat wave"
+    by_id = await gql(client, HISTORY_ANY, {"id": id_}, auth(Role.ADMIN))
+    assert by_id["data"]["history"] == entries
+
+    overridden = await gql(client, AGGREGATE_STATE_AT, {"id": region, "version": 2}, auditor)
+    state = overridden["data"]["aggregateStateAt"]
+    assert (state["application"], state["aggregateType"], state["aggregateId"]) == (
+        "tariffs",
+        "Tariff",
+        id_,
+    )
+    assert state["state"]["region"] == region and state["state"]["base_price"] == "0.25"
+    assert Decimal(state["state"]["override"]["price"]) == Decimal("0.40")
+    assert state["state"]["override"]["author"] == "ben"
+    cleared = await gql(client, AGGREGATE_STATE_AT, {"id": id_, "version": 3}, auditor)
+    assert cleared["data"]["aggregateStateAt"]["state"]["override"] is None
+    assert await error_code(client, AGGREGATE_STATE_AT, {"id": id_, "version": 4}, auditor) == (
+        "NOT_FOUND"
+    )
+    assert await error_code(client, AGGREGATE_STATE_AT, {"id": id_}, auditor) == "BAD_USER_INPUT"
+
+    for role in (Role.OPERATOR, Role.CUSTOMER):
+        headers = auth(role, customer="ACC-1" if role is Role.CUSTOMER else None)
+        assert await error_code(client, HISTORY_ANY, {"id": region}, headers) == "FORBIDDEN"
+        assert (
+            await error_code(client, AGGREGATE_STATE_AT, {"id": region, "version": 1}, headers)
+            == "FORBIDDEN"
+        )
+
+
+def test_cli_history_and_state_of_a_tariff_and_an_alert(
+    settings: Settings, tariff_book: TariffBook, alert_desk: AlertDesk
+) -> None:
+    region = new_serial("AUC")
+    spec = TariffSpec(region=region, currency="EUR", base_price=Decimal("0.25"), timezone="UTC")
+    tariff_book.create_tariff(spec, ctx("ada", Role.ADMIN))
+    until = datetime(2999, 1, 1, tzinfo=UTC)
+    tariff_book.apply_override(region, Decimal("0.40"), "heat wave", until, ctx("ben", Role.ADMIN))
+    env = cli_env(settings)
+
+    result = CliRunner().invoke(app, ["audit", "history", region, "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [(e["log"], e["aggregate_type"], e["type"], e["actor"]) for e in entries] == [
+        ("tariffs", "Tariff", "Created", "ada"),
+        ("tariffs", "Tariff", "OverrideApplied", "ben"),
+    ]
+    table = CliRunner().invoke(app, ["audit", "history", region], env=env)
+    assert table.exit_code == 0, table.output
+    assert "Created" in table.stdout and "tariffs log" in table.stdout
+
+    state = CliRunner().invoke(
+        app, ["audit", "state-at", region, "--version", "2", "--json"], env=env
+    )
+    assert state.exit_code == 0, state.output
+    got = json.loads(state.stdout.strip().splitlines()[-1])
+    assert (got["log"], got["aggregate_type"], got["version"]) == ("tariffs", "Tariff", 2)
+    assert got["state"]["override"]["reason"] == "heat wave"
+
+    key = f"OVERLOAD:{new_serial('AUC')}"
+    alert = alert_desk.raise_or_recur(raise_decision(key), ctx("system", Role.ADMIN)).alert.id
+    alert_desk.acknowledge(alert, ctx("olga"))
+    listed = CliRunner().invoke(app, ["audit", "history", str(alert), "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert [
+        (e["log"], e["aggregate_type"], e["type"])
+        for e in json.loads(listed.stdout.strip().splitlines()[-1])
+    ] == [("alerts", "Alert", "Raised"), ("alerts", "Alert", "Acknowledged")]
+    shown = CliRunner().invoke(app, ["audit", "state-at", str(alert), "--version", "2"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "state.status" in shown.stdout and "ACKNOWLEDGED" in shown.stdout

@@ -1,11 +1,13 @@
-"""Tamper evidence: rows altered, removed or reordered in the event table are found by verify."""
+"""Tamper evidence: rows altered, removed or reordered in any event table are found by verify."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -14,10 +16,23 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
-from commands.audit_verify import Finding, create_checkpoint, event_chain, install_chain, verify
-from commands.context import SYSTEM, CommandContext
+from commands.alerts import AlertDesk
+from commands.audit_verify import (
+    LOGS,
+    Checkpoint,
+    Finding,
+    create_checkpoint,
+    event_chain,
+    install_chain,
+    verify,
+)
+from commands.context import Actor, CommandContext, Role
 from commands.meters import MeterRegistry
+from commands.tariffs import TariffBook
+from domain.alert import AlertType, Severity, series_id
+from domain.detection import AlertDecision, Verdict
 from domain.meter import Meter
+from domain.pricing import TariffSpec
 from domain.values import ConnectionProfile, Location, MeterSpec
 from hes.cli import app
 from hes.migrate import migrate_database
@@ -28,12 +43,19 @@ from tests.services import Services
 pytestmark = pytest.mark.integration
 
 
+def ctx(version: int) -> CommandContext:
+    """The caller of an aggregate's ``version``-th event: subject ``actor-<version>``, admin."""
+    return CommandContext(actor=Actor(subject=f"actor-{version}", roles=frozenset({Role.ADMIN})))
+
+
 @dataclass
 class Store:
     """An event store of its own (schema ``v_<run>_<n>``), dropped after the test."""
 
     settings: Settings
     registry: MeterRegistry
+    tariffs: TariffBook
+    alerts: AlertDesk
     conn: psycopg.Connection[Any]
 
     @property
@@ -41,14 +63,21 @@ class Store:
         """The store's schema name."""
         return self.settings.db_schema
 
-    def sql(self, statement: str, *params: object) -> None:
-        """Run one statement on ``{events}`` (the store's event table), as a tamperer would."""
-        table = sql.Identifier(self.schema, "meters_events")
-        self.conn.execute(sql.SQL(statement).format(events=table), params)  # type: ignore[arg-type]
+    def table(self, log: str) -> sql.Identifier:
+        """The log's event table."""
+        return sql.Identifier(self.schema, f"{log}_events")
+
+    def sql(self, statement: str, *params: object, log: str = "meters") -> None:
+        """Run one statement on ``{events}`` (the log's event table), as a tamperer would."""
+        self.conn.execute(sql.SQL(statement).format(events=self.table(log)), params)  # type: ignore[arg-type]
+
+    def aggregate(self, log: str, events: int = 4) -> UUID:
+        """A new aggregate of the log with ``events`` events (2 to 4); version n by actor-n."""
+        build = {"meters": self.meter, "tariffs": self.tariff, "alerts": self.alert}[log]
+        return build(events)
 
     def meter(self, events: int = 4) -> UUID:
         """A new meter with ``events`` events (2 to 4), written through the registry."""
-        meta = CommandContext(actor=SYSTEM).meta("test")
         spec = MeterSpec(
             serial=new_serial("V"),
             manufacturer="Acme",
@@ -59,20 +88,59 @@ class Store:
             area="A",
             connection=ConnectionProfile(host="10.1.1.1"),
         )
-        meter = Meter.register(spec, meta)
+        meter = Meter.register(spec, ctx(1).meta("test"))
         if events > 1:
-            meter.commission(Location(address="1 Grid Rd"), "ACC-1", meta)
+            meter.commission(Location(address="1 Grid Rd"), "ACC-1", ctx(2).meta("test"))
         if events > 2:
-            meter.assign_customer("ACC-2", meta)
+            meter.assign_customer("ACC-2", ctx(3).meta("test"))
         if events > 3:
-            meter.change_connection_profile(ConnectionProfile(host="10.1.1.2"), meta)
+            meter.change_connection_profile(ConnectionProfile(host="10.1.1.2"), ctx(4).meta("t"))
         self.registry.save(meter)
         return meter.id
+
+    def tariff(self, events: int = 4) -> UUID:
+        """A new region's tariff with ``events`` events: created, then base price changes."""
+        region = new_serial("VT")
+        spec = TariffSpec(region=region, currency="EUR", base_price=Decimal("0.20"), timezone="UTC")
+        id_ = self.tariffs.create_tariff(spec, ctx(1)).tariff.id
+        for version in range(2, events + 1):
+            self.tariffs.change_base_price(region, Decimal(f"0.2{version}"), ctx(version))
+        return id_
+
+    def alert(self, events: int = 4) -> UUID:
+        """A new alert with ``events`` events: raised, acknowledged, recurred, resolved.
+
+        Its series holds two events (started, opened), three once the alert is resolved.
+        """
+        key = f"TAMPER:{new_serial('VA')}"
+        decision = AlertDecision(
+            verdict=Verdict.RAISE,
+            alert_type=AlertType.TAMPER,
+            severity=Severity.HIGH,
+            region="R",
+            dedup_key=key,
+            message="cover opened",
+            observed_at=datetime.now(UTC),
+        )
+        id_ = self.alerts.raise_or_recur(decision, ctx(1)).alert.id
+        steps: list[Callable[[CommandContext], object]] = [
+            lambda c: self.alerts.acknowledge(id_, c),
+            lambda c: self.alerts.raise_or_recur(decision, c),
+            lambda c: self.alerts.resolve(id_, "fixed", c),
+        ]
+        for version, step in enumerate(steps[: events - 1], start=2):
+            step(ctx(version))
+        return id_
+
+    def checkpoint(self, log: str) -> Checkpoint:
+        """Checkpoint every log; the one taken of ``log``."""
+        made = {c.log: c for c in create_checkpoint(self.conn, self.schema)}
+        return made[log]
 
 
 @pytest.fixture
 def store(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """A freshly migrated store with a few meters in it."""
+    """A freshly migrated store with three meters, a tariff and an alert in it."""
     settings = Settings(
         database_url=services.database_url,
         db_schema=f"v_{RUN_ID}_{uuid.uuid4().hex[:6]}",
@@ -80,15 +148,19 @@ def store(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Itera
         jwt_secret=JWT_SECRET,
     )
     migrate_database(settings)
-    registry = MeterRegistry(env=settings.eventsourcing_env())
+    env = settings.eventsourcing_env()
+    registry, tariffs, alerts = MeterRegistry(env=env), TariffBook(env=env), AlertDesk(env=env)
     with psycopg.connect(services.database_url, autocommit=True) as conn:
-        s = Store(settings, registry, conn)
+        s = Store(settings, registry, tariffs, alerts, conn)
         for _ in range(3):
             s.meter()
+        s.tariff()
+        s.alert()
         try:
             yield s
         finally:
-            registry.close()
+            for application in (registry, tariffs, alerts):
+                application.close()
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(s.schema)))
 
 
@@ -100,13 +172,14 @@ def only(store: Store) -> Finding:
     return report.findings[0]
 
 
-def test_events_written_through_the_registry_are_chained(store: Store) -> None:
-    id_ = store.meter()
+@pytest.mark.parametrize("log", LOGS)
+def test_events_written_through_the_applications_are_chained(store: Store, log: str) -> None:
+    id_ = store.aggregate(log)
     rows = store.conn.execute(
         sql.SQL(
             "SELECT originator_version, topic, state, chain FROM {} WHERE originator_id = %s"
             " ORDER BY originator_version"
-        ).format(sql.Identifier(store.schema, "meters_events")),
+        ).format(store.table(log)),
         (id_,),
     ).fetchall()
     assert [r[0] for r in rows] == [1, 2, 3, 4]
@@ -116,63 +189,154 @@ def test_events_written_through_the_registry_are_chained(store: Store) -> None:
         assert bytes(chain) == prev
 
 
-def test_intact_store_verifies_clean(store: Store) -> None:
-    assert create_checkpoint(store.conn, store.schema) is not None
-    assert create_checkpoint(store.conn, store.schema) is None  # nothing new
+def test_intact_store_verifies_clean_with_totals_and_each_log(store: Store) -> None:
+    first = create_checkpoint(store.conn, store.schema)
+    # 3 meters x 4 events; a tariff of 4; an alert of 4 and its series of 3
+    assert [(c.log, c.position, c.events) for c in first] == [
+        ("meters", 12, 12),
+        ("tariffs", 4, 4),
+        ("alerts", 7, 7),
+    ]
+    assert create_checkpoint(store.conn, store.schema) == []  # nothing new
     store.meter()
+    store.alert(events=2)  # its series: 2 more events
     report = verify(store.conn, store.schema)
     assert report.intact, report.findings
-    assert (report.aggregates, report.events) == (4, 16)
-    assert (report.checkpoints, report.checkpointed_position) == (1, 12)
-    assert report.unanchored_events == 4
+    assert (report.aggregates, report.events) == (4 + 1 + 4, 16 + 4 + 11)
+    assert (report.checkpoints, report.unanchored_events) == (3, 4 + 4)
+    assert [
+        (p.log, p.table, p.aggregates, p.events, p.checkpointed_position, p.unanchored_events)
+        for p in report.logs
+    ] == [
+        ("meters", "meters_events", 4, 16, 12, 4),
+        ("tariffs", "tariffs_events", 1, 4, 4, 0),
+        ("alerts", "alerts_events", 4, 11, 7, 4),
+    ]
     assert report.events_per_second > 0
-
-
-def test_migration_is_idempotent_and_backfills(store: Store) -> None:
-    assert not install_chain(store.conn, store.schema)  # already installed: nothing to do
-    store.conn.execute(
-        sql.SQL("DROP TRIGGER meters_events_chain ON {}").format(
-            sql.Identifier(store.schema, "meters_events")
-        )
-    )
-    store.sql("UPDATE {events} SET chain = NULL")
-    assert install_chain(store.conn, store.schema)
+    second = create_checkpoint(store.conn, store.schema)
+    assert [(c.log, c.position, c.events) for c in second] == [
+        ("meters", 16, 4),
+        ("alerts", 11, 4),
+    ]
     assert verify(store.conn, store.schema).intact
 
 
-def test_altered_state_is_found_at_that_event(store: Store) -> None:
-    id_ = store.meter()
+def test_migration_is_idempotent_and_backfills_every_log(store: Store) -> None:
+    assert install_chain(store.conn, store.schema) == []  # already installed: nothing to do
+    for log in LOGS:
+        store.conn.execute(
+            sql.SQL("DROP TRIGGER {} ON {}").format(
+                sql.Identifier(f"{log}_events_chain"), store.table(log)
+            )
+        )
+        store.sql("UPDATE {events} SET chain = NULL", log=log)
+    assert install_chain(store.conn, store.schema) == list(LOGS)
+    assert verify(store.conn, store.schema).intact
+
+
+def test_a_single_log_store_upgrades_with_its_checkpoints_and_anchors(store: Store) -> None:
+    """A deployment from before tariffs and alerts were chained: old checkpoints stay valid."""
+    old = store.checkpoint("meters")
+    table = sql.Identifier(store.schema, "audit_checkpoints")
+    store.conn.execute(sql.SQL("DELETE FROM {} WHERE log <> 'meters'").format(table))
+    store.conn.execute(
+        sql.SQL(
+            "ALTER TABLE {t} DROP CONSTRAINT audit_checkpoints_pkey;"
+            " ALTER TABLE {t} DROP COLUMN log; ALTER TABLE {t} ADD PRIMARY KEY (position)"
+        ).format(t=table)
+    )
+    for log in ("tariffs", "alerts"):
+        store.conn.execute(
+            sql.SQL("DROP TRIGGER {} ON {}").format(
+                sql.Identifier(f"{log}_events_chain"), store.table(log)
+            )
+        )
+        store.sql("ALTER TABLE {events} DROP COLUMN chain", log=log)
+    # Rebuild the applications: their prepared statements predate the dropped column.
+    for application in (store.tariffs, store.alerts):
+        application.close()
+    env = store.settings.eventsourcing_env()
+    store.tariffs, store.alerts = TariffBook(env=env), AlertDesk(env=env)
+    store.tariff(events=2)  # written unchained, before the upgrade
+
+    migrate_database(store.settings)  # what `hes migrate` runs after the upgrade
+
+    key = store.conn.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass"
+        " AND contype = 'p'",
+        (table.as_string(store.conn),),
+    ).fetchone()
+    assert key is not None and key[0].replace('"', "") == "PRIMARY KEY (log, position)"
+    legacy = f"{old.position}:{old.digest}"
+    report = verify(store.conn, store.schema, {("meters", old.position): bytes.fromhex(old.digest)})
+    assert report.intact, report.findings
+    assert [(p.log, p.checkpoints, p.events) for p in report.logs] == [
+        ("meters", 1, 12),
+        ("tariffs", 0, 6),
+        ("alerts", 0, 7),
+    ]
+    store.alert()  # written through the trigger installed by the upgrade
+    assert [c.log for c in create_checkpoint(store.conn, store.schema)] == ["tariffs", "alerts"]
+    assert verify(store.conn, store.schema).intact
+    result = CliRunner().invoke(app, ["audit", "verify", "--anchor", legacy], env=cli_env(store))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("log", LOGS)
+def test_altered_state_is_found_at_that_event(store: Store, log: str) -> None:
+    id_ = store.aggregate(log)
     store.sql(
         "UPDATE {events} SET state = convert_to("
-        "replace(convert_from(state, 'UTF8'), 'ACC-2', 'ACC-9'), 'UTF8')"
+        "replace(convert_from(state, 'UTF8'), 'actor-3', 'actor-9'), 'UTF8')"
         " WHERE originator_id = %s AND originator_version = 3",
         id_,
+        log=log,
     )
     finding = only(store)
-    assert (finding.kind, finding.aggregate_id, finding.version) == ("altered", id_, 3)
+    assert (finding.log, finding.kind, finding.aggregate_id, finding.version) == (
+        log,
+        "altered",
+        id_,
+        3,
+    )
 
 
 def test_altered_chain_value_is_told_apart(store: Store) -> None:
-    id_ = store.meter()
+    id_ = store.aggregate("tariffs")
     store.sql(
         "UPDATE {events} SET chain = sha256(chain) WHERE originator_id = %s"
         " AND originator_version = 2",
         id_,
+        log="tariffs",
     )
     finding = only(store)
-    assert (finding.kind, finding.aggregate_id, finding.version) == ("altered", id_, 2)
+    assert (finding.log, finding.kind, finding.aggregate_id, finding.version) == (
+        "tariffs",
+        "altered",
+        id_,
+        2,
+    )
     assert "event is intact" in finding.detail
 
 
-def test_removed_middle_event_is_found_at_its_version(store: Store) -> None:
-    id_ = store.meter()
-    store.sql("DELETE FROM {events} WHERE originator_id = %s AND originator_version = 2", id_)
+@pytest.mark.parametrize("log", LOGS)
+def test_removed_middle_event_is_found_at_its_version(store: Store, log: str) -> None:
+    id_ = store.aggregate(log)
+    store.sql(
+        "DELETE FROM {events} WHERE originator_id = %s AND originator_version = 2", id_, log=log
+    )
     finding = only(store)
-    assert (finding.kind, finding.aggregate_id, finding.version) == ("removed", id_, 2)
+    assert (finding.log, finding.kind, finding.aggregate_id, finding.version) == (
+        log,
+        "removed",
+        id_,
+        2,
+    )
 
 
-def test_swapped_versions_are_reported_as_reordered(store: Store) -> None:
-    id_ = store.meter()
+@pytest.mark.parametrize("log", LOGS)
+def test_swapped_versions_are_reported_as_reordered(store: Store, log: str) -> None:
+    id_ = store.aggregate(log)
     for old, new in ((2, 0), (3, 2), (0, 3)):  # the primary key forbids a one-statement swap
         store.sql(
             "UPDATE {events} SET originator_version = %s"
@@ -180,93 +344,136 @@ def test_swapped_versions_are_reported_as_reordered(store: Store) -> None:
             new,
             id_,
             old,
+            log=log,
         )
     finding = only(store)
-    assert (finding.kind, finding.aggregate_id, finding.version) == ("reordered", id_, 2)
+    assert (finding.log, finding.kind, finding.aggregate_id, finding.version) == (
+        log,
+        "reordered",
+        id_,
+        2,
+    )
     assert "recorded as version 3" in finding.detail
 
 
-def test_removed_last_event_is_caught_by_the_checkpoint(store: Store) -> None:
-    id_ = store.meter(events=2)
-    checkpoint = create_checkpoint(store.conn, store.schema)
-    assert checkpoint is not None
-    store.meter()  # more events after the checkpoint: still verified by their chains
+@pytest.mark.parametrize("log", LOGS)
+def test_removed_last_event_is_caught_by_the_checkpoint(store: Store, log: str) -> None:
+    id_ = store.aggregate(log, events=2)
+    checkpoint = store.checkpoint(log)
+    for other in LOGS:  # more events after the checkpoints: still verified by their chains
+        store.aggregate(other)
     assert verify(store.conn, store.schema).intact
-    store.sql("DELETE FROM {events} WHERE originator_id = %s AND originator_version = 2", id_)
+    store.sql(
+        "DELETE FROM {events} WHERE originator_id = %s AND originator_version = 2", id_, log=log
+    )
     finding = only(store)
-    assert (finding.kind, finding.position) == ("checkpoint", checkpoint.position)
+    assert (finding.log, finding.kind, finding.position) == (log, "checkpoint", checkpoint.position)
     assert f"{checkpoint.events - 1} events now" in finding.detail
 
 
-def test_recomputed_chains_are_caught_by_an_anchor(store: Store) -> None:
-    id_ = store.meter(events=2)
-    checkpoint = create_checkpoint(store.conn, store.schema)
-    assert checkpoint is not None
+@pytest.mark.parametrize("log", LOGS)
+def test_recomputed_chains_are_caught_by_an_anchor(store: Store, log: str) -> None:
+    id_ = store.aggregate(log, events=2)
+    checkpoint = store.checkpoint(log)
     # A tamperer with full access rewrites the event, its chain and every checkpoint.
     store.sql(
         "UPDATE {events} SET state = convert_to("
-        "replace(convert_from(state, 'UTF8'), 'ACC-1', 'ACC-7'), 'UTF8'),"
+        "replace(convert_from(state, 'UTF8'), 'actor-2', 'actor-7'), 'UTF8'),"
         " chain = NULL WHERE originator_id = %s AND originator_version = 2",
         id_,
+        log=log,
     )
     store.conn.execute(
-        sql.SQL("DROP TRIGGER meters_events_chain ON {}").format(
-            sql.Identifier(store.schema, "meters_events")
+        sql.SQL("DROP TRIGGER {} ON {}").format(
+            sql.Identifier(f"{log}_events_chain"), store.table(log)
         )
     )
-    assert install_chain(store.conn, store.schema)
+    assert install_chain(store.conn, store.schema) == [log]
     store.conn.execute(
         sql.SQL("DELETE FROM {}").format(sql.Identifier(store.schema, "audit_checkpoints"))
     )
-    forged = create_checkpoint(store.conn, store.schema)
-    assert forged is not None and forged.digest != checkpoint.digest
+    forged = store.checkpoint(log)
+    assert forged.digest != checkpoint.digest
     assert verify(store.conn, store.schema).intact  # the database alone cannot tell
     anchored = verify(
-        store.conn, store.schema, {checkpoint.position: bytes.fromhex(checkpoint.digest)}
+        store.conn, store.schema, {(log, checkpoint.position): bytes.fromhex(checkpoint.digest)}
     )
-    assert [(f.kind, f.position) for f in anchored.findings] == [
-        ("checkpoint", checkpoint.position)
+    assert [(f.log, f.kind, f.position) for f in anchored.findings] == [
+        (log, "checkpoint", checkpoint.position)
     ]
+    with pytest.raises(ValueError, match="unknown logs"):
+        verify(store.conn, store.schema, {("readings", 1): bytes(32)})
 
 
-def test_cli_exit_codes(store: Store) -> None:
+def test_a_disabled_trigger_and_what_it_let_through_are_reported(store: Store) -> None:
+    store.sql("ALTER TABLE {events} DISABLE TRIGGER alerts_events_chain", log="alerts")
+    id_ = store.alert(events=2)
+    series = series_id(store.alerts.get(id_).dedup_key)
+    report = verify(store.conn, store.schema)
+    assert {(f.log, f.kind, f.aggregate_id, f.version) for f in report.findings} == {
+        ("alerts", "unchained", None, None),  # the trigger itself
+        ("alerts", "unchained", id_, 1),
+        ("alerts", "unchained", series, 1),
+    }
+    assert [p.intact for p in report.logs] == [True, True, False]
+
+
+def cli_env(store: Store) -> dict[str, str]:
+    """Environment pointing the CLI at the store."""
     s = store.settings
-    env = {
+    return {
         "HES_DATABASE_URL": s.database_url or "",
         "HES_DB_SCHEMA": s.db_schema,
         "HES_JWT_SECRET": JWT_SECRET,
         "HES_DATA_DIR": str(s.data_dir),
     }
+
+
+def test_cli_exit_codes(store: Store) -> None:
+    env = cli_env(store)
     runner = CliRunner()
     made = runner.invoke(app, ["audit", "checkpoint", "--json"], env=env)
     assert made.exit_code == 0, made.output
-    checkpoint = json.loads(made.stdout)
-    assert checkpoint["position"] == 12 and len(checkpoint["digest"]) == 64
-    anchor = f"{checkpoint['position']}:{checkpoint['digest']}"
+    checkpoints = json.loads(made.stdout)
+    assert [(c["log"], c["position"]) for c in checkpoints] == [
+        ("meters", 12),
+        ("tariffs", 4),
+        ("alerts", 7),
+    ]
+    assert all(len(c["digest"]) == 64 for c in checkpoints)
+    anchors = [f"{c['log']}:{c['position']}:{c['digest']}" for c in checkpoints]
+    store.tariff(events=2)
+    printed = runner.invoke(app, ["audit", "checkpoint"], env=env)
+    assert printed.exit_code == 0, printed.output
+    assert "checkpoint tariffs:6:" in printed.stdout and "meters:" not in printed.stdout
 
-    clean = runner.invoke(app, ["audit", "verify", "--json", "--anchor", anchor], env=env)
+    args = ["audit", "verify", "--json"] + [x for a in anchors for x in ("--anchor", a)]
+    clean = runner.invoke(app, args, env=env)
     assert clean.exit_code == 0, clean.output
     assert json.loads(clean.stdout)["intact"] is True
-    assert runner.invoke(app, ["audit", "verify"], env=env).exit_code == 0
+    table = runner.invoke(app, ["audit", "verify"], env=env)
+    assert table.exit_code == 0, table.output
+    assert "intact" in table.stdout and "tariffs" in table.stdout
 
     id_ = store.conn.execute(
-        sql.SQL("SELECT originator_id FROM {} LIMIT 1").format(
-            sql.Identifier(store.schema, "meters_events")
-        )
+        sql.SQL("SELECT originator_id FROM {} LIMIT 1").format(store.table("alerts"))
     ).fetchone()
     assert id_ is not None
     store.sql(
         "UPDATE {events} SET state = state || '\\x20'::bytea"
         " WHERE originator_id = %s AND originator_version = 1",
         id_[0],
+        log="alerts",
     )
     tampered = runner.invoke(app, ["audit", "verify", "--json"], env=env)
     assert tampered.exit_code == 1, tampered.output
-    found = json.loads(tampered.stdout)["findings"]
-    assert {(f["kind"], f["aggregate_id"], f["version"]) for f in found} >= {
-        ("altered", str(id_[0]), 1)
+    body = json.loads(tampered.stdout)
+    assert {(f["log"], f["kind"], f["aggregate_id"], f["version"]) for f in body["findings"]} >= {
+        ("alerts", "altered", str(id_[0]), 1)
     }
-    table = runner.invoke(app, ["audit", "verify"], env=env)
-    assert table.exit_code == 1 and "TAMPERED" in table.stdout
-    bad = runner.invoke(app, ["audit", "verify", "--anchor", "12:zz"], env=env)
-    assert bad.exit_code == 2
+    assert [p["intact"] for p in body["logs"]] == [True, True, False]
+    shown = runner.invoke(app, ["audit", "verify"], env=env)
+    assert shown.exit_code == 1 and "TAMPERED" in shown.stdout and "alerts" in shown.stdout
+    for bad in ("12:zz", "readings:1:" + "0" * 64, "meters:12", "meters:x:" + "0" * 64):
+        refused = runner.invoke(app, ["audit", "verify", "--anchor", bad], env=env)
+        assert refused.exit_code == 2, (bad, refused.output)

@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from commands.context import SYSTEM, CommandContext, Role
 from commands.tariffs import TariffBook
+from hes.relay import SupervisedRelay
 from hes.settings import Settings
 from hes.workers import SupervisedProjection
 from tests.conftest import new_serial
@@ -160,7 +161,11 @@ async def test_override_applies_then_clears_with_history(
 
 
 async def test_two_percent_rule_through_system_actor(
-    client: Client, auth: Auth, settings: Settings, tariffs_worker: SupervisedProjection
+    client: Client,
+    auth: Auth,
+    settings: Settings,
+    tariffs_worker: SupervisedProjection,
+    event_relays: list[SupervisedRelay],
 ) -> None:
     region = new_region()
     tiers = [
@@ -191,7 +196,12 @@ async def test_two_percent_rule_through_system_actor(
         assert [r["kind"] for r in rows] == ["base", "load", "load"]
         assert [Decimal(r["price"]) for r in rows] == [Decimal(1), Decimal("1.1"), Decimal("1.35")]
         assert int(rows[-1]["position"]) == big.notification_id
-        current = await gql(client, CURRENT, {"r": region}, auth(Role.VIEWER))
+        # The engine's change reaches the API's price cache through the relayed event.
+        for _ in range(100):
+            current = await gql(client, CURRENT, {"r": region}, auth(Role.VIEWER))
+            if Decimal(current["data"]["currentTariff"]["effectivePrice"]) == Decimal("1.35"):
+                break
+            await asyncio.sleep(0.1)
         assert Decimal(current["data"]["currentTariff"]["effectivePrice"]) == Decimal("1.35")
     finally:
         book.close()

@@ -18,9 +18,9 @@ from psycopg import sql
 from api.auth import TokenService
 from commands.context import Role
 from hes.settings import Settings
-from projections.reading_worker import ReadingWorker
 from tests.conftest import ingest_headers, new_serial
 from tests.integration.gql import REGISTER, gql, meter_input
+from tests.worker_thread import WorkerThread
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ async def test_http_batch_lands_in_read_models(
     client: Client,
     auth: Auth,
     tokens: TokenService,
-    reading_worker: ReadingWorker,
+    reading_worker: WorkerThread,
     settings: Settings,
 ) -> None:
     region = "PIPE-" + new_serial("")[:6]

@@ -203,7 +203,11 @@ async def test_workers_wait_for_postgres_and_resume(services: Services, tmp_path
         total = sum(len(b.readings) for b in first + second)
         await _publish(s, first)
         deadline = time.monotonic() + 30
-        while _totals(s)["status"] < total / 2 and time.monotonic() < deadline:
+        # The worker runs on this event loop: query from a thread, or a blocked loop would keep
+        # the worker's open transaction (and its locks) from finishing while we wait on them.
+        while (await asyncio.to_thread(_totals, s))["status"] < total / 2 and (
+            time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.1)
 
         pg.stop()
@@ -215,12 +219,12 @@ async def test_workers_wait_for_postgres_and_resume(services: Services, tmp_path
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if _totals(s)["status"] >= total:
+                if (await asyncio.to_thread(_totals, s))["status"] >= total:
                     break
             except psycopg.OperationalError:
                 pass
             await asyncio.sleep(0.2)
-        totals = _totals(s)
+        totals = await asyncio.to_thread(_totals, s)
         assert totals["raw"] == totals["m15"] == totals["status"] == total
     finally:
         stop.set()

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -369,3 +369,27 @@ def test_cli_simulate_prints_the_summary(fake: FakeHes, tmp_path: Path) -> None:
 
     bad = CliRunner().invoke(cli, ["simulate", "--interval", "ten seconds"], env=env)
     assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+async def test_backfill_sends_past_slots_back_to_back_then_goes_live(
+    fake: FakeHes, tmp_path: Path
+) -> None:
+    with serving(fake) as url:
+        started = datetime.now(UTC)
+        summary = await simulate(
+            settings_for(tmp_path),
+            meters=5,
+            interval_s=60.0,
+            via="http",
+            url=url,
+            seed=3,
+            ticks=4,
+            console=quiet(),
+            backfill_s=180.0,
+        )
+    times = sorted(fake.received())
+    # Three past minutes, then the current one: consecutive slots, sent without waiting.
+    assert len(times) == 4 and summary.ticks == 4
+    assert [b - a for a, b in itertools.pairwise(times)] == [timedelta(minutes=1)] * 3
+    assert times[-1] <= started < times[-1] + timedelta(minutes=1)
+    assert datetime.now(UTC) - started < timedelta(seconds=30)

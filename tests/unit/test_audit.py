@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.domain import CanMutateAggregate
 
-from commands.audit import history, resolve_id, state_at
+from commands.alerts import AlertDesk
+from commands.audit import App, history, history_of, locate, resolve_id, state_at, state_of
+from commands.audit_verify import LOGS, parse_anchor
 from commands.context import Actor, CommandContext, Role
 from commands.meters import MeterRegistry
 from commands.policy import COMMAND_ROLES, READ_ROLES, authorize, authorize_audit, may_read_meter
+from commands.tariffs import TariffBook
+from domain.alert import AlertType, Severity, alert_id, series_id
+from domain.detection import AlertDecision, Verdict
 from domain.errors import Forbidden, NotFound, ValidationFailed
 from domain.meter import Meter, meter_id
+from domain.pricing import TariffSpec
+from domain.tariff import tariff_id
 from domain.values import ConnectionProfile, Location, MeterSpec, Transport
 
 SPEC = MeterSpec(
@@ -198,3 +206,134 @@ def test_state_at_wants_exactly_one_of_at_or_version(registry: MeterRegistry) ->
         state_at(registry, id_, version=0)
     with pytest.raises(ValidationFailed, match="UTC offset"):
         state_at(registry, id_, at=datetime(2025, 1, 1))
+
+
+# -- every application ----------------------------------------------------------------
+
+
+@pytest.fixture
+def apps(registry: MeterRegistry) -> Iterator[tuple[App, ...]]:
+    """Meters (the registry above), a tariff of region AUDIT-R and a resolved alert, in memory."""
+    env = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    tariffs, alerts = TariffBook(env=env), AlertDesk(env=env)
+    spec = TariffSpec(region="AUDIT-R", currency="EUR", base_price=Decimal("0.25"), timezone="UTC")
+    tariffs.create_tariff(spec, ctx("ada", Role.ADMIN))
+    tariffs.change_base_price("AUDIT-R", Decimal("0.30"), ctx("ben", Role.ADMIN))
+    decision = AlertDecision(
+        verdict=Verdict.RAISE,
+        alert_type=AlertType.TAMPER,
+        severity=Severity.CRITICAL,
+        region="North",
+        dedup_key="TAMPER:AUD-0001",
+        message="cover opened",
+        observed_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    id_ = alerts.raise_or_recur(decision, ctx("system", Role.ADMIN)).alert.id
+    alerts.acknowledge(id_, ctx("olga"))
+    alerts.resolve(id_, "cover closed", ctx("oscar"))
+    yield registry, tariffs, alerts
+    tariffs.close()
+    alerts.close()
+
+
+def test_the_chained_logs_are_the_applications() -> None:
+    assert (MeterRegistry.name, TariffBook.name, AlertDesk.name) == LOGS
+
+
+def test_ids_are_located_in_the_log_that_holds_them(apps: tuple[App, ...]) -> None:
+    registry, tariffs, alerts = apps
+    alert = alert_id("TAMPER:AUD-0001", 1)
+    assert locate(apps, SPEC.serial) == (registry, meter_id(SPEC.serial))
+    assert locate(apps, "audit-r") == (tariffs, tariff_id("AUDIT-R"))
+    assert locate(apps, str(tariff_id("AUDIT-R"))) == (tariffs, tariff_id("AUDIT-R"))
+    assert locate(apps, str(alert)) == (alerts, alert)
+    assert locate(apps, "TAMPER:AUD-0001") == (alerts, series_id("TAMPER:AUD-0001"))
+    with pytest.raises(NotFound, match="no aggregate with id NOWHERE"):
+        locate(apps, "NOWHERE")
+    with pytest.raises(NotFound):
+        locate(apps, str(uuid4()))
+
+
+def test_history_of_an_alert_names_its_log_and_type(apps: tuple[App, ...]) -> None:
+    entries = history_of(apps, str(alert_id("TAMPER:AUD-0001", 1)))
+    assert [(e.log, e.aggregate_type, e.version, e.type, e.actor) for e in entries] == [
+        ("alerts", "Alert", 1, "Raised", "system"),
+        ("alerts", "Alert", 2, "Acknowledged", "olga"),
+        ("alerts", "Alert", 3, "Resolved", "oscar"),
+    ]
+    assert entries[2].payload["note"] == "cover closed"
+    series = history_of(apps, "TAMPER:AUD-0001")
+    assert [(e.aggregate_type, e.type) for e in series] == [
+        ("AlertSeries", "Started"),
+        ("AlertSeries", "Opened"),
+        ("AlertSeries", "Closed"),
+    ]
+    meters = history_of(apps, SPEC.serial, limit=1)
+    assert [(e.log, e.aggregate_type, e.type) for e in meters] == [
+        ("meters", "Meter", "Registered")
+    ]
+
+
+def test_history_of_checks_its_input_before_looking(apps: tuple[App, ...]) -> None:
+    with pytest.raises(ValidationFailed, match="between 1 and"):
+        history_of(apps, "NOWHERE", limit=0)
+
+
+def test_state_of_a_tariff_at_each_version(apps: tuple[App, ...]) -> None:
+    first = state_of(apps, "AUDIT-R", version=1)
+    assert (first.log, first.aggregate_type, first.version) == ("tariffs", "Tariff", 1)
+    assert first.state["base_price"] == "0.25" and first.state["region"] == "AUDIT-R"
+    assert "commands" not in first.state and not any(k.startswith("_") for k in first.state)
+    second = state_of(apps, "AUDIT-R", at=datetime.now(UTC))
+    assert (second.version, second.state["base_price"]) == (2, "0.30")
+    assert second.created_on == first.created_on and second.modified_on > first.modified_on
+    with pytest.raises(ValidationFailed, match="exactly one"):
+        state_of(apps, "NOWHERE")
+    with pytest.raises(NotFound, match=r"tariff .* has no version 3"):
+        state_of(apps, "AUDIT-R", version=3)
+
+
+def test_state_of_an_alert_and_a_meter_as_json(apps: tuple[App, ...]) -> None:
+    alert = state_of(apps, str(alert_id("TAMPER:AUD-0001", 1)), version=2)
+    assert (alert.aggregate_type, alert.state["status"], alert.state["acknowledged_by"]) == (
+        "Alert",
+        "ACKNOWLEDGED",
+        "olga",
+    )
+    meter = state_of(apps, SPEC.serial, version=2)
+    assert (meter.log, meter.aggregate_type, meter.state["customer_account"]) == (
+        "meters",
+        "Meter",
+        "ACC-1",
+    )
+    with pytest.raises(NotFound, match="is not a meter"):
+        state_at(apps[1], tariff_id("AUDIT-R"), version=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("tariffs:7:" + "ab" * 32, (("tariffs", 7), bytes.fromhex("ab" * 32))),
+        ("alerts:12:" + "00" * 32, (("alerts", 12), bytes(32))),
+        ("48213:" + "ff" * 32, (("meters", 48213), bytes.fromhex("ff" * 32))),  # before logs
+    ],
+)
+def test_anchors_name_a_log_or_are_meters(text: str, parsed: tuple[tuple[str, int], bytes]) -> None:
+    assert parse_anchor(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("readings:1:" + "00" * 32, "log must be one of meters, tariffs, alerts"),
+        ("meters:x:" + "00" * 32, "position is a number"),
+        ("meters:1:zz", "position is a number and the digest hex"),
+        ("meters:1:abcd", "64 hex characters"),
+        ("meters:0:" + "00" * 32, "1 or more"),
+        ("meters", "LOG:POSITION:HEXDIGEST"),
+        ("a:b:c:d", "LOG:POSITION:HEXDIGEST"),
+    ],
+)
+def test_bad_anchors_are_refused_with_the_rule(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_anchor(text)

@@ -110,7 +110,7 @@ def test_committed_schemas_match_the_event_classes() -> None:
     """An event type's schema can't change without a new version file (regenerate otherwise)."""
     generated = all_schemas()
     expected_types = {
-        f"hes.meter.{cls.__name__}.v{getattr(cls, 'class_version', 1)}.json"
+        f"hes.{aggregate.__name__.lower()}.{cls.__name__}.v{getattr(cls, 'class_version', 1)}.json"
         for aggregate in AGGREGATES
         for cls in event_classes(aggregate)
     }

@@ -1,0 +1,623 @@
+"""The DLMS push listener: a TCP server taking wrapper-framed DATA-NOTIFICATIONs from meters.
+
+Each notification is identified (system title of a general-glo-ciphered one, else the logical
+device name in its body), deciphered and checked (the meter's invocation counter must grow),
+decoded into readings and published to READINGS in batches. A push that is unknown, malformed,
+unprotected from an HLS meter, a replay, or undecipherable is rejected: counted in
+``hes_dlms_pushes_total`` and dead-lettered with its reason and bytes. Nothing a peer sends can
+stop the listener: a broken wrapper stream closes that one connection.
+
+Body layout (the meter's push setup object list, fixed for the fleet): logical device name,
+clock, then the raw values of the quantities in ``PUSH_VALUES`` with their scaler and unit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import msgspec
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from adapters.dlms import axdr
+from adapters.dlms.cipher import GENERAL_GLO_CIPHERING, CipherError, Keys, decipher_apdu
+from adapters.dlms.cosem import ScalerUnit, ScalingError, scaled
+from adapters.dlms.cosem_time import CosemTimeError, decode_datetime, encode_datetime
+from adapters.dlms.key_vault import KeyCipher, KeyVaultError, load_keys
+from adapters.dlms.link import WRAPPER_HEADER
+from adapters.dlms.reading_outlet import ReadingOutlet
+from adapters.dlms.session import MeterTarget
+from adapters.metrics import DLMS_PUSHES
+from domain.readings import Reading, Source
+from domain.values import MeterStatus, SecurityLevel
+
+log = logging.getLogger(__name__)
+
+DATA_NOTIFICATION = 0x0F
+PUSH_VALUES: tuple[tuple[str, ScalerUnit], ...] = (
+    ("1.0.1.8.0.255", ScalerUnit(0, 30)),
+    ("1.0.2.8.0.255", ScalerUnit(0, 30)),
+    ("1.0.32.7.0.255", ScalerUnit(-1, 35)),
+    ("1.0.31.7.0.255", ScalerUnit(-2, 33)),
+)
+MAX_APDU = 4096
+DIRECTORY_TTL_S = 60.0
+UNKNOWN_TTL_S = 10.0
+LDN_PREFIX_LEN = 3
+"""A logical device name is the 3-letter manufacturer id followed by the serial number."""
+
+
+class PushDeadLetters(Protocol):
+    """Where rejected pushes go (JetStream ``HES_DEADLETTER``)."""
+
+    async def reject(self, rejections: Sequence[PushRejection]) -> None:
+        """Record every rejection durably, or raise."""
+        ...
+
+
+class PushRejected(Exception):
+    """One notification cannot be accepted; ``rule`` names why (metric label and dead letter)."""
+
+    def __init__(self, rule: str, message: str, serial: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+        self.serial = serial
+
+
+class PushRejection(msgspec.Struct, frozen=True, kw_only=True):
+    """A rejected push as recorded on the dead-letter stream."""
+
+    source: str = "dlms_push"
+    received_at: datetime
+    peer: str
+    rule: str
+    message: str
+    serial: str | None
+    data: bytes
+    """The frame's APDU as received (base64 in the JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One wrapper frame's APDU, where it came from and when; or a broken frame's bytes."""
+
+    peer: str
+    apdu: bytes
+    at: datetime
+    broken: str | None = None
+    """Why the framing failed (the connection was closed); ``None`` for a whole frame."""
+
+
+@dataclass
+class _Known:
+    target: MeterTarget | None
+    keys: Keys | None
+    fetched: float
+
+
+class PushDirectory:
+    """Meters by system title and by serial, with their suite-0 keys; cached briefly."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], schema: str, cipher: KeyCipher) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._ident = sql.Identifier(schema)
+        self._cipher = cipher
+        self._by_title: dict[bytes, _Known] = {}
+        self._by_serial: dict[str, _Known] = {}
+        self._last_ic: dict[tuple[UUID, int], int] = {}
+        self._dirty: dict[tuple[UUID, int], int] = {}
+
+    def _fresh(self, known: _Known | None) -> bool:
+        if known is None:
+            return False
+        ttl = DIRECTORY_TTL_S if known.target is not None else UNKNOWN_TTL_S
+        return time.monotonic() - known.fetched < ttl
+
+    async def resolve(self, titles: set[bytes], serials: set[str]) -> None:
+        """Load the meters behind these titles and serials that are not cached."""
+        titles = {t for t in titles if not self._fresh(self._by_title.get(t))}
+        serials = {s for s in serials if not self._fresh(self._by_serial.get(s))}
+        if not titles and not serials:
+            return
+        query = sql.SQL(
+            "SELECT m.id, m.serial, m.region, m.area, m.status, m.phases, m.connection, "
+            "COALESCE(d.key_version, 0) AS key_version, t.system_title FROM {s}.meters m "
+            "LEFT JOIN {s}.dlms_meter_state d ON d.meter_id = m.id "
+            "LEFT JOIN {s}.dlms_system_titles t ON t.meter_id = m.id "
+            "WHERE t.system_title = ANY(%s) OR upper(m.serial) = ANY(%s)"
+        ).format(s=self._ident)
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, (list(titles), [s.upper() for s in serials]))
+            rows = await cur.fetchall()
+        now = time.monotonic()
+        for title in titles:
+            self._by_title[title] = _Known(None, None, now)
+        for serial in serials:
+            self._by_serial[serial.upper()] = _Known(None, None, now)
+        for row in rows:
+            title = row.pop("system_title")
+            target = msgspec.convert(row, MeterTarget, strict=False)
+            keys = await self._keys(target)
+            known = _Known(target, keys, now)
+            self._by_serial[target.serial.upper()] = known
+            if title is not None:
+                self._by_title[bytes(title)] = known
+
+    async def _keys(self, target: MeterTarget) -> Keys | None:
+        if target.key_version <= 0:
+            return None
+        try:
+            keys = await load_keys(
+                self._pool, self._schema, self._cipher, target.id, target.key_version
+            )
+        except KeyVaultError:
+            log.error("stored keys of meter %s cannot be opened", target.serial)
+            return None
+        if keys.ek is None or keys.ak is None:
+            return None
+        return Keys(keys.ek, keys.ak)
+
+    def by_title(self, title: bytes) -> _Known | None:
+        """The cached entry of a system title (after ``resolve``)."""
+        return self._by_title.get(title)
+
+    def by_serial(self, serial: str) -> _Known | None:
+        """The cached entry of a serial number (after ``resolve``)."""
+        return self._by_serial.get(serial.upper())
+
+    async def last_counters(self, keys: set[tuple[UUID, int]]) -> None:
+        """Load the meters' last accepted invocation counters that are not cached."""
+        missing = [k for k in keys if k not in self._last_ic]
+        if not missing:
+            return
+        query = sql.SQL(
+            "SELECT meter_id, key_version, server_last FROM {s}.dlms_invocation_counters "
+            "WHERE (meter_id, key_version) IN (SELECT * FROM unnest(%s::uuid[], %s::int[]))"
+        ).format(s=self._ident)
+        async with self._pool.connection() as conn:
+            rows = await (
+                await conn.execute(query, ([m for m, _ in missing], [v for _, v in missing]))
+            ).fetchall()
+        for key in missing:
+            self._last_ic[key] = -1
+        for meter, version, last in rows:
+            self._last_ic[(meter, version)] = int(last)
+
+    def accept_counter(self, key: tuple[UUID, int], ic: int) -> bool:
+        """True (and remembered) when ``ic`` is above every counter accepted before."""
+        if ic <= self._last_ic.get(key, -1):
+            return False
+        self._last_ic[key] = ic
+        self._dirty[key] = ic
+        return True
+
+    async def persist_counters(self) -> None:
+        """Write the accepted counters (never lowering a stored one)."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        query = sql.SQL(
+            "INSERT INTO {s}.dlms_invocation_counters AS c (meter_id, key_version, client_next, "
+            "server_last) VALUES (%s, %s, 0, %s) ON CONFLICT (meter_id, key_version) DO UPDATE "
+            "SET server_last = GREATEST(c.server_last, EXCLUDED.server_last), updated_at = now()"
+        ).format(s=self._ident)
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(query, [(m, v, ic) for (m, v), ic in dirty.items()])
+
+
+@dataclass
+class _Decoded:
+    target: MeterTarget
+    readings: list[Reading]
+
+
+class PushListener:
+    """Accepts pushes on ``host:port`` and hands them, in batches, to the reading pipeline."""
+
+    def __init__(
+        self,
+        outlet: ReadingOutlet,
+        dead_letters: PushDeadLetters,
+        directory: PushDirectory,
+        host: str,
+        port: int,
+        *,
+        max_batch: int = 1024,
+        max_delay: float = 0.02,
+        queue_size: int = 20_000,
+    ) -> None:
+        self.outlet = outlet
+        self.dead_letters = dead_letters
+        self.directory = directory
+        self.host = host
+        self.port = port
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self._queue: asyncio.Queue[Received] = asyncio.Queue(queue_size)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self.accepted = 0
+        self.rejected = 0
+
+    @property
+    def bound_port(self) -> int:
+        """The port actually listened on (useful with port 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Start accepting connections."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=1024)
+        log.info("DLMS push listener on %s:%d", self.host, self.bound_port)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start (unless started), process pushes until ``stop``, then close."""
+        if self._server is None:
+            await self.start()
+        drain = asyncio.create_task(self._drain_forever())
+        try:
+            await stop.wait()
+        finally:
+            await self.close()
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+            await self.flush()
+
+    async def close(self) -> None:
+        """Stop accepting and drop open connections."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "?"
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(WRAPPER_HEADER.size)
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        await self._reject_now(peer, exc.partial, "truncated wrapper header")
+                    return
+                version, _source, _destination, length = WRAPPER_HEADER.unpack(header)
+                if version != 1 or not 0 < length <= MAX_APDU:
+                    await self._reject_now(
+                        peer,
+                        header,
+                        f"wrapper header: version {version}, length {length} (max {MAX_APDU})",
+                    )
+                    return  # the stream cannot be resynchronised
+                try:
+                    apdu = await reader.readexactly(length)
+                except asyncio.IncompleteReadError as exc:
+                    await self._reject_now(
+                        peer, exc.partial, f"truncated APDU: {len(exc.partial)} of {length} bytes"
+                    )
+                    return
+                await self._queue.put(Received(peer, apdu, datetime.now(UTC)))
+        except (OSError, asyncio.CancelledError):
+            return
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _reject_now(self, peer: str, data: bytes, message: str) -> None:
+        await self._queue.put(Received(peer, data[:MAX_APDU], datetime.now(UTC), message))
+
+    async def _drain_forever(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = time.monotonic() + self.max_delay
+            while len(batch) < self.max_batch:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            try:
+                await self.process(batch)
+            except Exception:
+                log.exception(
+                    "DLMS push batch of %d failed; they will not be acknowledged", len(batch)
+                )
+
+    async def flush(self) -> None:
+        """Process whatever is queued now."""
+        batch: list[Received] = []
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        await self.process(batch)
+
+    async def process(self, batch: Sequence[Received]) -> tuple[int, int]:
+        """Decode, publish and dead-letter one batch; return (accepted, rejected) pushes."""
+        rejections = [
+            PushRejection(
+                received_at=r.at,
+                peer=r.peer,
+                rule="malformed",
+                message=r.broken,
+                serial=None,
+                data=r.apdu,
+            )
+            for r in batch
+            if r.broken is not None
+        ]
+        items = [r for r in batch if r.broken is None]
+        titles: set[bytes] = set()
+        serials: set[str] = set()
+        plain: list[_Plain | PushRejected | None] = []
+        for item in items:
+            title = _title_of(item.apdu)
+            parsed: _Plain | PushRejected | None = None
+            if title is not None:
+                titles.add(title)
+            elif item.apdu[:1] == _NOTIFICATION_TAG:
+                try:
+                    parsed = _notification(item.apdu)
+                except PushRejected as exc:
+                    parsed = exc
+                else:
+                    if parsed[0] is not None:
+                        serials.update(_serials_of(parsed[0]))
+            plain.append(parsed)
+        if titles or serials:
+            await self.directory.resolve(titles, serials)
+        decoded: list[_Decoded] = []
+        counter_keys: list[tuple[Received, MeterTarget, int, int] | None] = []
+        for item, parsed in zip(items, plain, strict=True):
+            try:
+                result, ic = self._decode(item, parsed)
+            except PushRejected as exc:
+                rejections.append(
+                    PushRejection(
+                        received_at=item.at,
+                        peer=item.peer,
+                        rule=exc.rule,
+                        message=exc.message,
+                        serial=exc.serial,
+                        data=item.apdu,
+                    )
+                )
+                continue
+            decoded.append(result)
+            counter_keys.append(None if ic is None else (item, result.target, ic, len(decoded) - 1))
+        checks = [c for c in counter_keys if c is not None]
+        if checks:
+            await self.directory.last_counters({(t.id, t.key_version) for _, t, _, _ in checks})
+            replayed: set[int] = set()
+            for item, target, ic, index in sorted(checks, key=lambda c: c[2]):
+                if not self.directory.accept_counter((target.id, target.key_version), ic):
+                    replayed.add(index)
+                    rejections.append(
+                        PushRejection(
+                            received_at=item.at,
+                            peer=item.peer,
+                            rule="replay",
+                            message=f"meter {target.serial} push invocation counter {ic} "
+                            "is not above one accepted before: possible replay",
+                            serial=target.serial,
+                            data=item.apdu,
+                        )
+                    )
+            decoded = [d for i, d in enumerate(decoded) if i not in replayed]
+        if decoded:
+            await self.outlet.publish_many(
+                [(d.target, d.readings) for d in decoded], Source.DLMS_PUSH
+            )
+            await self.directory.persist_counters()
+        if rejections:
+            await self.dead_letters.reject(rejections)
+        DLMS_PUSHES.labels("accepted").inc(len(decoded))
+        for rejection in rejections:
+            DLMS_PUSHES.labels(rejection.rule).inc()
+        self.accepted += len(decoded)
+        self.rejected += len(rejections)
+        return len(decoded), len(rejections)
+
+    def _decode(
+        self, item: Received, parsed: _Plain | PushRejected | None
+    ) -> tuple[_Decoded, int | None]:
+        apdu = item.apdu
+        ic: int | None = None
+        title = _title_of(apdu)
+        if title is not None:
+            known = self.directory.by_title(title)
+            if known is None or known.target is None:
+                raise PushRejected(
+                    "unknown-meter", f"no meter has system title {title.hex().upper()}"
+                )
+            target = known.target
+            if known.keys is None:
+                raise PushRejected(
+                    "no-keys",
+                    f"meter {target.serial} sent a ciphered push but has no EK/AK",
+                    target.serial,
+                )
+            try:
+                deciphered = decipher_apdu(apdu, keys=known.keys, peer_system_title=title)
+            except CipherError as exc:
+                raise PushRejected(
+                    "decipher", f"meter {target.serial}: {exc}", target.serial
+                ) from None
+            apdu, ic = deciphered.apdu, deciphered.invocation_counter
+            name, at, values = _notification(apdu)
+            if name is not None and target.serial.upper() not in _serials_of(name):
+                raise PushRejected(
+                    "identity",
+                    f"push ciphered with meter {target.serial}'s title names device {name!r}",
+                    target.serial,
+                )
+        elif apdu[:1] == _NOTIFICATION_TAG:
+            if isinstance(parsed, PushRejected):
+                raise parsed
+            name, at, values = parsed if parsed is not None else _notification(apdu)
+            if name is None:
+                raise PushRejected("unknown-meter", "plain push without a logical device name")
+            known = next(
+                (k for s in _serials_of(name) if (k := self.directory.by_serial(s)) and k.target),
+                None,
+            )
+            if known is None or known.target is None:
+                raise PushRejected("unknown-meter", f"no meter has logical device name {name!r}")
+            target = known.target
+            if target.connection.security is SecurityLevel.HLS_GMAC:
+                raise PushRejected(
+                    "unprotected",
+                    f"meter {target.serial} uses HLS-GMAC but pushed in the clear",
+                    target.serial,
+                )
+        else:
+            raise PushRejected("malformed", f"APDU tag 0x{apdu[0]:02X} is not a data-notification")
+        if target.status == MeterStatus.DECOMMISSIONED:
+            raise PushRejected(
+                "decommissioned", f"meter {target.serial} is decommissioned", target.serial
+            )
+        readings = []
+        try:
+            for (obis, scaler_unit), raw in zip(PUSH_VALUES, values, strict=True):
+                quantity, value = scaled(obis, raw, scaler_unit)
+                readings.append(Reading(quantity.id, at, value))
+        except (ScalingError, ValueError) as exc:
+            raise PushRejected(
+                "malformed", f"meter {target.serial}: {exc}", target.serial
+            ) from None
+        return _Decoded(target, readings), ic
+
+
+def encode_notification(
+    logical_device_name: str, at: datetime, raw_values: Sequence[int], invoke_id: int = 1
+) -> bytes:
+    """A plain DATA-NOTIFICATION APDU in the push layout (for load tests and test meters)."""
+    if len(raw_values) != len(PUSH_VALUES):
+        raise ValueError(f"the push layout has {len(PUSH_VALUES)} values")
+    body = axdr.structure(
+        [
+            axdr.octets(logical_device_name.encode("ascii")),
+            axdr.octets(encode_datetime(at)),
+            *(axdr.u32(v) for v in raw_values),
+        ]
+    )
+    return (
+        bytes((DATA_NOTIFICATION,))
+        + (invoke_id & 0x00FF_FFFF).to_bytes(4, "big")
+        + bytes((0,))
+        + axdr.encode(body)
+    )
+
+
+def _title_of(apdu: bytes) -> bytes | None:
+    """The sender's system title of a general-glo-ciphered APDU (None for other APDUs)."""
+    if len(apdu) < 10 or apdu[0] != GENERAL_GLO_CIPHERING or apdu[1] != 8:
+        return None
+    return bytes(apdu[2:10])
+
+
+def _serials_of(name: str) -> list[str]:
+    """Serials a logical device name may stand for: without the manufacturer id, or whole."""
+    upper = name.strip().upper()
+    return [upper[LDN_PREFIX_LEN:], upper] if len(upper) > LDN_PREFIX_LEN else [upper]
+
+
+_NOTIFICATION_TAG = bytes((DATA_NOTIFICATION,))
+_Plain = tuple[str | None, datetime, list[object]]
+_FAST_INTS: dict[int, struct.Struct] = {
+    5: struct.Struct(">i"),
+    6: struct.Struct(">I"),
+    15: struct.Struct(">b"),
+    16: struct.Struct(">h"),
+    17: struct.Struct(">B"),
+    18: struct.Struct(">H"),
+    20: struct.Struct(">q"),
+    21: struct.Struct(">Q"),
+}
+
+
+def _fast_body(buf: bytes, pos: int) -> tuple[bytes, bytes, list[object]] | None:
+    """The push layout decoded without the general A-XDR decoder (None: use that one).
+
+    Handles exactly: structure of an octet string, an octet string and integers, with short
+    lengths; anything else (or anything wrong) goes through ``axdr.decode_all``, which
+    names the problem.
+    """
+    count = 2 + len(PUSH_VALUES)
+    if buf[pos : pos + 2] != bytes((2, count)):
+        return None
+    pos += 2
+    strings = []
+    for _ in range(2):
+        if pos + 2 > len(buf) or buf[pos] != 9 or buf[pos + 1] >= 0x80:
+            return None
+        end = pos + 2 + buf[pos + 1]
+        strings.append(buf[pos + 2 : end])
+        pos = end
+    values: list[object] = []
+    for _ in PUSH_VALUES:
+        fmt = _FAST_INTS.get(buf[pos]) if pos < len(buf) else None
+        if fmt is None or pos + 1 + fmt.size > len(buf):
+            return None
+        values.append(fmt.unpack_from(buf, pos + 1)[0])
+        pos += 1 + fmt.size
+    if pos != len(buf) or len(strings[1]) != 12:
+        return None
+    return strings[0], strings[1], values
+
+
+def _notification(apdu: bytes) -> _Plain:
+    """(logical device name, clock, raw values) of a plain DATA-NOTIFICATION APDU."""
+    try:
+        if len(apdu) < 6 or apdu[0] != DATA_NOTIFICATION:
+            raise PushRejected("malformed", "not a data-notification APDU")
+        pos = 5  # tag + long-invoke-id-and-priority
+        length, pos = axdr.decode_length(apdu, pos)
+        stamp = apdu[pos : pos + length]
+        if len(stamp) != length or length not in (0, 12):
+            raise PushRejected("malformed", "data-notification date-time is not 0 or 12 octets")
+        pos += length
+        fast = _fast_body(apdu, pos)
+        if fast is not None:
+            name_bytes, clock_bytes, raw = fast
+            return name_bytes.decode("ascii", "replace"), decode_datetime(clock_bytes), raw
+        body = axdr.decode_all(apdu[pos:])
+        items = body.items()
+        if len(items) != 2 + len(PUSH_VALUES):
+            raise PushRejected(
+                "malformed",
+                f"notification body has {len(items)} values, "
+                f"the push layout {2 + len(PUSH_VALUES)}",
+            )
+        name_raw, clock = items[0].value, items[1].value
+        if not isinstance(name_raw, bytes | str) or not isinstance(clock, bytes):
+            raise PushRejected("malformed", "body must start with the device name and clock")
+        name = name_raw.decode("ascii", "replace") if isinstance(name_raw, bytes) else name_raw
+        at = decode_datetime(clock)
+        return name, at, [i.value for i in items[2:]]
+    except axdr.AxdrError as exc:
+        raise PushRejected("malformed", f"notification body: {exc}") from None
+    except CosemTimeError as exc:
+        raise PushRejected("malformed", f"notification clock: {exc}") from None

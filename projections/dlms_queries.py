@@ -1,0 +1,195 @@
+"""Read-side queries of the DLMS read models: remote commands, meter state, communication,
+logged meter events and the load-profile ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from domain.profile_ledger import LedgerDay, counts, mask_of
+from domain.remote_commands import CommandArgs, CommandKind, CommandResult, CommandStatus
+
+MAX_ROWS = 500
+
+
+class RemoteCommandRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A remote command as the read model shows it."""
+
+    command_id: UUID
+    meter_id: UUID
+    kind: CommandKind
+    args: CommandArgs
+    status: CommandStatus
+    attempt: int
+    requested_by: str
+    requested_at: datetime
+    sent_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    result: CommandResult | None = None
+    updated_at: datetime
+    meter_version: int
+
+
+class CommunicationRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A meter's DLMS session statistics."""
+
+    meter_id: UUID
+    attempts: int
+    successes: int
+    consecutive_failures: int
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Successful share of attempts (None before the first attempt)."""
+        return self.successes / self.attempts if self.attempts else None
+
+
+class DlmsStateRow(msgspec.Struct, frozen=True, kw_only=True):
+    """Relay state (from confirmed read-back), key version and event-log counters."""
+
+    meter_id: UUID
+    relay_connected: bool | None
+    relay_changed_at: datetime | None
+    key_version: int
+    keys_changed_at: datetime | None
+    events_logged: int
+    last_event_at: datetime | None
+
+
+class LogEventRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One event from a meter's event log."""
+
+    log: str
+    at: datetime
+    code: int
+    kind: str
+    recorded_at: datetime
+
+
+class LedgerDayRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One UTC day of a meter's load profile: expected, received, absent, missing intervals."""
+
+    day: date
+    period_s: int
+    expected: int
+    received: int
+    absent: int
+
+    @property
+    def missing(self) -> int:
+        """Due intervals neither received nor known absent (they will be read again)."""
+        return self.expected - self.received - self.absent
+
+
+class DlmsQueries:
+    """Queries the DLMS read models through an async pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], schema: str) -> None:
+        self.pool = pool
+        self.schema = sql.Identifier(schema)
+
+    async def _rows(self, text: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        query = sql.SQL(text).format(s=self.schema)  # type: ignore[arg-type]
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            rows: list[dict[str, Any]] = await cur.fetchall()
+        return rows
+
+    async def commands(self, meter: UUID, first: int = 50) -> list[RemoteCommandRow]:
+        """The meter's remote commands, newest first."""
+        rows = await self._rows(
+            "SELECT * FROM {s}.remote_commands WHERE meter_id = %s "
+            "ORDER BY requested_at DESC, command_id LIMIT %s",
+            (meter, max(1, min(first, MAX_ROWS))),
+        )
+        return [msgspec.convert(r, RemoteCommandRow, strict=False) for r in rows]
+
+    async def command(self, command_id: UUID) -> RemoteCommandRow | None:
+        """One remote command, or None."""
+        rows = await self._rows(
+            "SELECT * FROM {s}.remote_commands WHERE command_id = %s", (command_id,)
+        )
+        return msgspec.convert(rows[0], RemoteCommandRow, strict=False) if rows else None
+
+    async def wait_for_command(
+        self, command_id: UUID, meter_version: int, seconds: float, *, finished: bool = False
+    ) -> RemoteCommandRow | None:
+        """The command once the read model applied ``meter_version`` (or, with ``finished``,
+        once it is CONFIRMED or FAILED); the last row seen when ``seconds`` run out."""
+        deadline = time.monotonic() + seconds
+        pause = 0.005
+        row = await self.command(command_id)
+        while True:
+            done = row is not None and row.meter_version >= meter_version
+            if done and finished:
+                done = row is not None and row.status in (
+                    CommandStatus.CONFIRMED,
+                    CommandStatus.FAILED,
+                )
+            if done or time.monotonic() >= deadline:
+                return row
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+            row = await self.command(command_id)
+
+    async def communication(self, meter: UUID) -> CommunicationRow | None:
+        """The meter's session statistics (None before its first session)."""
+        rows = await self._rows("SELECT * FROM {s}.dlms_comm_stats WHERE meter_id = %s", (meter,))
+        return msgspec.convert(rows[0], CommunicationRow, strict=False) if rows else None
+
+    async def state(self, meter: UUID) -> DlmsStateRow | None:
+        """Relay and key state of the meter (None before any DLMS event)."""
+        rows = await self._rows("SELECT * FROM {s}.dlms_meter_state WHERE meter_id = %s", (meter,))
+        return msgspec.convert(rows[0], DlmsStateRow, strict=False) if rows else None
+
+    async def log_events(self, meter: UUID, first: int = 100) -> list[LogEventRow]:
+        """The meter's logged events, newest first."""
+        rows = await self._rows(
+            "SELECT log, at, code, kind, recorded_at FROM {s}.meter_log_events "
+            "WHERE meter_id = %s ORDER BY at DESC, log, code LIMIT %s",
+            (meter, max(1, min(first, MAX_ROWS))),
+        )
+        return [msgspec.convert(r, LogEventRow, strict=False) for r in rows]
+
+    async def ledger(self, meter: UUID, profile: str, days: int) -> list[LedgerDayRow]:
+        """The profile ledger of the last ``days`` UTC days, newest first."""
+        now = datetime.now(UTC)
+        since = (now - timedelta(days=days - 1)).date()
+        rows = await self._rows(
+            "SELECT day, period_s, received::text AS received, absent::text AS absent "
+            "FROM {s}.dlms_profile_ledger WHERE meter_id = %s AND profile = %s AND day >= %s "
+            "ORDER BY day DESC",
+            (meter, profile, since),
+        )
+        out = []
+        for r in rows:
+            day = LedgerDay(
+                day=r["day"],
+                period_s=r["period_s"],
+                received=mask_of(r["received"]),
+                absent=mask_of(r["absent"]),
+            )
+            expected, received, absent = counts(day, now)
+            out.append(
+                LedgerDayRow(
+                    day=day.day,
+                    period_s=day.period_s,
+                    expected=expected,
+                    received=received,
+                    absent=absent,
+                )
+            )
+        return out

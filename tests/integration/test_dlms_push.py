@@ -1,0 +1,225 @@
+"""The DLMS push listener over real TCP, NATS and PostgreSQL: good plain and ciphered pushes
+become readings; unknown, malformed, unprotected and replayed ones are rejected, counted and
+dead-lettered; the listener survives all of them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import nats
+import nats.errors
+import pytest
+
+from adapters.dlms import wrapper
+from adapters.dlms.cipher import SC_AUTHENTICATED_ENCRYPTED, cipher_apdu
+from adapters.dlms.push_listener import PushListener, encode_notification
+from adapters.dlms.simulator import simulated_keys
+from adapters.metrics import DLMS_PUSHES
+from commands.meters import MeterRegistry
+from domain.obis import BY_OBIS
+from domain.values import SecurityLevel, Transport
+from hes.dlms_process import DlmsService
+from hes.settings import Settings
+from hes.workers import SupervisedProjection
+from tests.integration.dlms_support import (
+    dlms_settings,
+    eventually,
+    meter_visible,
+    profile,
+    register,
+    scalar,
+    set_simulated_keys,
+)
+from tests.worker_thread import WorkerThread
+
+pytestmark = pytest.mark.integration
+SIM = "SIM0000042"  # the simulated meter whose keys and system title the ciphered meter has
+
+
+@pytest.fixture(scope="module")
+def registry(settings: Settings) -> Iterator[MeterRegistry]:
+    """The meter registry of the test schema."""
+    app = MeterRegistry(env=settings.eventsourcing_env())
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+async def listener(settings: Settings) -> AsyncIterator[PushListener]:
+    """A push listener on a free port, wired like the DLMS process wires it."""
+    service = DlmsService(dlms_settings(settings))
+    await service.open()
+    wired = service.listener
+    running = PushListener(wired.outlet, wired.dead_letters, wired.directory, "127.0.0.1", 0)
+    stop = asyncio.Event()
+    await running.start()
+    task = asyncio.create_task(running.run(stop))
+    yield running
+    stop.set()
+    await task
+    await service.close()
+
+
+async def send(listener: PushListener, *frames: bytes, close_early: bool = False) -> None:
+    """Write raw bytes to the listener on one connection, then close it."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", listener.bound_port)
+    for frame in frames:
+        writer.write(frame)
+    await writer.drain()
+    if close_early:
+        writer.write_eof()
+    await asyncio.sleep(0.05)
+    writer.close()
+    await writer.wait_closed()
+
+
+def push(name: str, values: tuple[int, int, int, int] = (1_000_000, 20, 2301, 512)) -> bytes:
+    """A wrapper frame with a plain notification from device ``name``."""
+    return wrapper.encode(
+        1, 1, encode_notification(name, datetime.now(UTC).replace(microsecond=0), values)
+    )
+
+
+def ciphered(ic: int, name: str = "HESPUSH00002") -> bytes:
+    """A wrapper frame with a notification ciphered with simulated meter SIM's keys and title.
+
+    Each counter value stamps its own minute (pushes of the same instant would be duplicates).
+    """
+    keys = simulated_keys(SIM)
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=60 - ic)
+    apdu = encode_notification(name, at, (2_000_000 + ic, 0, 2290, 100))
+    return wrapper.encode(
+        1,
+        1,
+        cipher_apdu(
+            apdu,
+            security_control=SC_AUTHENTICATED_ENCRYPTED,
+            system_title=keys.system_title,
+            invocation_counter=ic,
+            keys=keys.keys,
+            general=True,
+        ),
+    )
+
+
+def counted(outcome: str) -> float:
+    """The push counter of one outcome."""
+    return float(DLMS_PUSHES.labels(outcome)._value.get())
+
+
+async def stored(settings: Settings, meter: UUID) -> int:
+    """Readings stored for a meter."""
+    return int(
+        await scalar(settings, "SELECT count(*) FROM {s}.readings WHERE meter_id = %s", meter)
+    )
+
+
+async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    """Every dead-lettered push of this run."""
+    assert settings.nats_url
+    nc = await nats.connect(settings.nats_url)
+    sub = await nc.jetstream().subscribe(
+        f"{settings.nats_prefix.lower()}.hes.deadletter.readings.dlms_push", ordered_consumer=True
+    )
+    found = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=1)
+            found.append(json.loads(msg.data))
+    except nats.errors.TimeoutError:
+        pass
+    await nc.close()
+    return found
+
+
+async def test_pushes_are_accepted_or_rejected_counted_and_dead_lettered(
+    settings: Settings,
+    projection: SupervisedProjection,
+    dlms_worker: SupervisedProjection,
+    reading_worker: WorkerThread,
+    registry: MeterRegistry,
+    listener: PushListener,
+) -> None:
+    plain = register(registry, profile(4059), serial="PUSH00001")
+    hls = register(
+        registry, profile(4059, Transport.WRAPPER, SecurityLevel.HLS_GMAC), serial="PUSH00002"
+    )
+    version = set_simulated_keys(settings, registry, hls, SIM, with_title=True)
+    await meter_visible(settings, plain)
+    await meter_visible(settings, hls, version)
+    before = {
+        o: counted(o)
+        for o in ("accepted", "unknown-meter", "malformed", "replay", "unprotected", "decipher")
+    }
+
+    # good: plain by logical device name, ciphered by system title (twice, counter growing)
+    await send(listener, push("HESPUSH00001"), ciphered(ic=10), ciphered(ic=11))
+    assert await eventually(lambda: _at_least(settings, plain, 4)) and await eventually(
+        lambda: _at_least(settings, hls, 8)
+    )
+    voltage = await scalar(
+        settings,
+        "SELECT value FROM {s}.readings WHERE meter_id = %s AND quantity = %s",
+        plain,
+        BY_OBIS["1.0.32.7.0.255"].id,
+    )
+    assert voltage == 230.1
+
+    # bad: unknown device, replayed counter, clear text from an HLS meter, wrong key material,
+    # a non-notification APDU, a broken body, a broken wrapper header, a truncated APDU
+    keys = simulated_keys(SIM)
+    tampered = bytearray(ciphered(ic=12))
+    tampered[-1] ^= 0xFF
+    await send(
+        listener,
+        push("HESNOSUCHMETER"),
+        ciphered(ic=11),
+        push("HESPUSH00002"),
+        bytes(tampered),
+        wrapper.encode(1, 1, b"\x99\x01\x02"),
+        wrapper.encode(1, 1, b"\x0f\x00\x00\x00\x01\x00\x02\x09"),
+    )
+    await send(listener, struct.pack(">HHHH", 7, 1, 1, 5) + b"hello")
+    await send(listener, struct.pack(">HHHH", 1, 1, 1, 100) + b"\x0f\x00", close_early=True)
+    assert keys.system_title  # (the tampered frame still names SIM's title)
+
+    # the listener is still up and still accepts
+    await send(listener, ciphered(ic=13))
+    await eventually(lambda: _at_least(settings, hls, 12))
+
+    async def all_counted() -> bool:
+        return counted("malformed") - before["malformed"] >= 4
+
+    await eventually(all_counted, seconds=10)
+    assert counted("accepted") - before["accepted"] == 4
+    assert counted("unknown-meter") - before["unknown-meter"] == 1
+    assert counted("replay") - before["replay"] == 1
+    assert counted("unprotected") - before["unprotected"] == 1
+    assert counted("decipher") - before["decipher"] == 1
+    assert counted("malformed") - before["malformed"] == 4
+    letters = await dead_letters(settings)
+    rules = sorted(letter["rule"] for letter in letters)
+    assert rules == sorted(
+        ["unknown-meter", "replay", "unprotected", "decipher"] + ["malformed"] * 4
+    )
+    replay = next(letter for letter in letters if letter["rule"] == "replay")
+    assert replay["serial"] == "PUSH00002" and "invocation counter 11" in replay["message"]
+    assert all(letter["data"] is not None and letter["peer"] for letter in letters)
+    assert (
+        await scalar(
+            settings,
+            "SELECT server_last FROM {s}.dlms_invocation_counters WHERE meter_id = %s",
+            hls,
+        )
+        == 13
+    )
+
+
+async def _at_least(settings: Settings, meter: UUID, count: int) -> bool:
+    return await stored(settings, meter) >= count
