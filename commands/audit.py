@@ -19,6 +19,7 @@ from eventsourcing.postgres import PostgresAggregateRecorder
 from psycopg import sql
 
 from domain.alert import series_id
+from domain.api_key import api_key_id
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.meta import EventMeta
 from domain.meter import Meter, meter_id
@@ -81,8 +82,8 @@ def resolve_id(value: str) -> UUID:
 def candidates(value: str) -> list[tuple[str, UUID]]:
     """Where a caller's id may be, as (log, aggregate id), in the order ``locate`` tries them.
 
-    A UUID may be in any log; other text is a meter serial, a tariff region or an alert dedup
-    key (naming the series of alerts of one cause).
+    A UUID may be in any log; other text is a meter serial, a tariff region, an alert dedup
+    key (naming the series of alerts of one cause) or an API key's prefix.
     """
     try:
         id_ = UUID(value)
@@ -91,8 +92,9 @@ def candidates(value: str) -> list[tuple[str, UUID]]:
             ("meters", meter_id(value)),
             ("tariffs", tariff_id(value)),
             ("alerts", series_id(value)),
+            ("api_keys", api_key_id(value)),
         ]
-    return [(log, id_) for log in ("meters", "tariffs", "alerts")]
+    return [(log, id_) for log in ("meters", "tariffs", "alerts", "api_keys")]
 
 
 def locate(apps: Sequence[App], value: str) -> tuple[App, UUID]:

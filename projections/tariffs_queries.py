@@ -16,6 +16,9 @@ from domain.pricing import LoadTier, Override, TimeOfUsePeriod, effective_price
 from projections.projection_position import ProjectionPosition
 from projections.tariffs_projection import TariffsProjection
 
+MAX_HISTORY = 10_000
+"""Prices one history query returns at most (a price per 15-minute window is ~35k a year)."""
+
 PriceKind = Literal["load", "override", "base", "tiers", "override-cleared", "override-expired"]
 
 
@@ -95,13 +98,14 @@ class TariffQueries(ProjectionPosition):
         return _row(row) if row else None
 
     async def history(self, region: str, start: datetime, end: datetime) -> list[TariffPriceRow]:
-        """Prices the region recorded in ``[start, end)``, oldest first."""
+        """Prices the region recorded in ``[start, end)``, oldest first (at most MAX_HISTORY)."""
         query = sql.SQL(
             "SELECT region, at, price, kind, load_pct, position FROM {}.tariff_prices "
             "WHERE upper(region) = upper(%s) AND at >= %s AND at < %s ORDER BY at, position"
+            " LIMIT %s"
         ).format(self.schema)
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, (region.strip(), start, end))
+            await cur.execute(query, (region.strip(), start, end, MAX_HISTORY))
             rows = await cur.fetchall()
         return [msgspec.convert(r, TariffPriceRow, strict=False) for r in rows]
 

@@ -143,7 +143,7 @@ class AggregateState:
 
 def _apps(info: ContextInfo) -> tuple[App, ...]:
     container = info.context.container
-    return (container.registry, container.tariffs, container.alerts)
+    return (container.registry, container.tariffs, container.alerts, container.api_keys)
 
 
 def _meter_at(apps: tuple[App, ...], value: str, at: datetime | None, version: int | None) -> Meter:

@@ -13,7 +13,6 @@ from strawberry.types import Info
 
 import api.graphql.alerts  # noqa: F401  (registers AlertType and Severity as GraphQL enums)
 from api.context import InvalidHeader, RequestContext, check_idempotency_key
-from api.graphql.permissions import IsAuthenticated
 from api.graphql.types import (
     CommandError,
     FieldProblem,
@@ -265,7 +264,6 @@ async def _save(info: ContextInfo, command: Callable[[], Awaitable[Saved]]) -> S
 @strawberry.type
 class NotificationQuery:
     @strawberry.field(
-        permission_classes=[IsAuthenticated],
         description="Your notification subscriptions (admins: everyone's with allOwners).",
     )
     async def notification_subscriptions(
@@ -279,7 +277,6 @@ class NotificationQuery:
         return [NotificationSubscription.from_row(r) for r in rows]
 
     @strawberry.field(
-        permission_classes=[IsAuthenticated],
         description="Delivery log, newest first, with every attempt: your own subscriptions' "
         "(operators and admins: anyone's).",
     )
@@ -318,7 +315,6 @@ class NotificationQuery:
 @strawberry.type
 class NotificationMutation:
     @strawberry.mutation(
-        permission_classes=[IsAuthenticated],
         description="Subscribe to alert and tariff events by webhook or e-mail (any role).",
     )
     async def create_notification_subscription(
@@ -338,7 +334,6 @@ class NotificationMutation:
         return await _save(info, lambda: store.create(actor, draft, key))
 
     @strawberry.mutation(
-        permission_classes=[IsAuthenticated],
         description="Change your subscription (admins: anyone's); expectedVersion guards races.",
     )
     async def update_notification_subscription(
@@ -357,7 +352,6 @@ class NotificationMutation:
         return await _save(info, lambda: store.update(actor, sub_id, change_set, expected_version))
 
     @strawberry.mutation(
-        permission_classes=[IsAuthenticated],
         description="Delete your subscription and its delivery log (admins: anyone's).",
     )
     async def delete_notification_subscription(

@@ -22,7 +22,6 @@ from api.graphql.bulk_disconnect import BulkDisconnectMutation
 from api.graphql.dlms import DlmsMutation, DlmsQuery
 from api.graphql.limits import limits
 from api.graphql.notifications import NotificationMutation, NotificationQuery
-from api.graphql.permissions import IsAuthenticated
 from api.graphql.readings import ReadingQuery, ReadingSubscription
 from api.graphql.redaction import without_values
 from api.graphql.tariffs import TariffMutation, TariffQuery, TariffSubscription
@@ -68,7 +67,6 @@ def _parse_id(value: str, field: str = "id") -> UUID:
 @strawberry.type
 class MeterQuery:
     @strawberry.field(
-        permission_classes=[IsAuthenticated],
         description="Meters matching the filter, ordered by serial, `first` at a time (max 500).",
     )
     async def meters(
@@ -110,7 +108,6 @@ class MeterQuery:
         )
 
     @strawberry.field(
-        permission_classes=[IsAuthenticated],
         description="One meter by id or by serial number (give exactly one).",
     )
     async def meter(
@@ -174,7 +171,7 @@ def _meter_id(value: str) -> UUID | NotFoundError:
 
 @strawberry.type
 class MeterMutation:
-    @strawberry.mutation(permission_classes=[IsAuthenticated], description="Register a new meter.")
+    @strawberry.mutation(description="Register a new meter.")
     async def register_meter(
         self,
         info: ContextInfo,
@@ -187,7 +184,6 @@ class MeterMutation:
         return await _run(info, idempotency_key, wait, lambda c: registry.register_meter(spec, c))
 
     @strawberry.mutation(
-        permission_classes=[IsAuthenticated],
         description="Record a meter as installed at a location, optionally for a customer.",
     )
     async def commission_meter(
@@ -208,9 +204,7 @@ class MeterMutation:
             lambda r, mid, c: r.commission_meter(mid, loc, customer_account, c),
         )
 
-    @strawberry.mutation(
-        permission_classes=[IsAuthenticated], description="Assign a customer account."
-    )
+    @strawberry.mutation(description="Assign a customer account.")
     async def assign_customer(
         self,
         info: ContextInfo,
@@ -227,9 +221,7 @@ class MeterMutation:
             lambda r, mid, c: r.assign_customer(mid, customer_account, c),
         )
 
-    @strawberry.mutation(
-        permission_classes=[IsAuthenticated], description="Remove the customer account."
-    )
+    @strawberry.mutation(description="Remove the customer account.")
     async def unassign_customer(
         self,
         info: ContextInfo,
@@ -246,9 +238,7 @@ class MeterMutation:
             lambda r, mid, c: r.unassign_customer(mid, reason, c),
         )
 
-    @strawberry.mutation(
-        permission_classes=[IsAuthenticated], description="Change how the meter is reached."
-    )
+    @strawberry.mutation(description="Change how the meter is reached.")
     async def change_connection_profile(
         self,
         info: ContextInfo,
@@ -266,9 +256,7 @@ class MeterMutation:
             lambda r, mid, c: r.change_connection_profile(mid, profile, c),
         )
 
-    @strawberry.mutation(
-        permission_classes=[IsAuthenticated], description="Take a meter out of service for good."
-    )
+    @strawberry.mutation(description="Take a meter out of service for good.")
     async def decommission_meter(
         self,
         info: ContextInfo,

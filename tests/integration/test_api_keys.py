@@ -151,6 +151,20 @@ async def test_revocation_and_rotation_take_effect_on_the_next_request(
     assert no_rotation["data"]["rotateApiKey"]["code"] == "CONFLICT"
     topics = [e.split(" ")[0].rsplit(".", 1)[-1] for e in _events(settings, prefix)]
     assert topics == ["Created", "Rotated", "Revoked"]
+    # An auditor reads the key's management history by its prefix; no secret is in it.
+    history = await gql(
+        client,
+        "query($p: ID!) { history(aggregateId: $p) { type actor application payload } }",
+        {"p": prefix},
+        auth(Role.AUDITOR),
+    )
+    entries = history["data"]["history"]
+    assert [(e["type"], e["application"]) for e in entries] == [
+        ("Created", "api_keys"),
+        ("Rotated", "api_keys"),
+        ("Revoked", "api_keys"),
+    ]
+    assert old.split("_")[-1] not in str(entries) and new.split("_")[-1] not in str(entries)
 
 
 async def test_only_admins_manage_keys_and_bad_input_names_the_field(
