@@ -15,7 +15,7 @@ from commands.codec import MsgspecMapper
 from commands.concurrency import MAX_ATTEMPTS, back_off, last_position
 from commands.context import CommandContext
 from commands.policy import authorize
-from domain.alert import Alert, AlertSeries, AlertSpec, Evidence, series_id
+from domain.alert import Alert, AlertSeries, AlertSpec, Evidence, alert_id, series_id
 from domain.detection import AlertDecision, Verdict
 from domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from domain.meta import EventMeta
@@ -106,6 +106,12 @@ class AlertDesk(Application[UUID]):
                 pending: tuple[Aggregate, ...] = (alert,)
                 opened = False
             else:
+                if series is not None and series.generation > 0:
+                    last = self.get(alert_id(spec.dedup_key, series.generation))
+                    if last.seen(meta):
+                        # Evidence the closed alert already carried: resolving an alert must not
+                        # bring it straight back; only new evidence (a new key) opens the next.
+                        return AlertOutcome(alert=last, notification_id=None, replayed=True)
                 if series is None:
                     series = AlertSeries(dedup_key=spec.dedup_key, meta=meta)
                 _, generation = series.open_next(meta)

@@ -62,18 +62,19 @@ WHERE bucket >= %s AND bucket <= %s
 """
 
 _SILENT = """
-SELECT s.meter_id, s.region, s.last_seen FROM {schema}.meter_status s
+SELECT s.meter_id, s.region, s.last_received_at FROM {schema}.meter_status s
 JOIN {schema}.meters m ON m.id = s.meter_id AND m.status <> 'DECOMMISSIONED'
-WHERE s.last_seen < %(cutoff)s
+WHERE s.last_received_at < %(cutoff)s
   AND NOT EXISTS (SELECT 1 FROM {schema}.alerts a
                   WHERE a.dedup_key = 'COMM_FAILURE:' || s.meter_id AND a.status <> 'RESOLVED')
-ORDER BY s.last_seen LIMIT %(limit)s
+ORDER BY s.last_received_at LIMIT %(limit)s
 """
 
 _BACK = """
-SELECT a.meter_id, a.region, s.last_seen FROM {schema}.alerts a
+SELECT a.meter_id, a.region, s.last_received_at FROM {schema}.alerts a
 JOIN {schema}.meter_status s ON s.meter_id = a.meter_id
-WHERE a.alert_type = 'COMM_FAILURE' AND a.status <> 'RESOLVED' AND s.last_seen >= %(cutoff)s
+WHERE a.alert_type = 'COMM_FAILURE' AND a.status <> 'RESOLVED'
+  AND s.last_received_at >= %(cutoff)s
 LIMIT %(limit)s
 """
 
@@ -200,7 +201,12 @@ class Detectors:
     # -- communication failure -----------------------------------------------------------
 
     async def comm_failure(self, now: datetime, report: DetectorReport) -> None:
-        """Raise COMM_FAILURE for meters silent too long; clear it when they report again."""
+        """Raise COMM_FAILURE for meters silent too long; clear it when they report again.
+
+        Silence is measured from when the head-end last received something from the meter, not
+        from its newest reading's timestamp: a meter catching up on old readings (or readings
+        arriving through a backlog) is talking, not silent.
+        """
         rule = self.comm_rule
         cutoff = now - rule.interval * rule.missed_intervals
         params = {"cutoff": cutoff, "limit": MAX_PER_RUN}

@@ -160,35 +160,42 @@ async def test_silent_meter_goes_offline_and_its_next_reading_resolves(
 ) -> None:
     det, pool = detectors
     schema = det_settings.db_schema
-    meter = uuid.uuid4()
+    meter, catching_up = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
+    old = now - timedelta(minutes=50)
     async with pool.connection() as conn:
-        await conn.execute(
-            _q(
-                schema,
-                "INSERT INTO {schema}.meters (id, serial, manufacturer, model, firmware, phases,"
-                " region, area, status, connection, registered_at, updated_at, version,"
-                " events_applied) VALUES (%s, %s, 'Acme', 'M', '1', 1, 'CF', 'CF-1',"
-                " 'COMMISSIONED', '{{}}', now(), now(), 1, 1)",
-            ),
-            (meter, f"CF{meter.hex[:10]}"),
-        )
-        await conn.execute(
-            _q(
-                schema,
-                "INSERT INTO {schema}.meter_status (meter_id, region, last_seen, last_received_at,"
-                " readings_total) VALUES (%s, 'CF', %s, %s, 10)",
-            ),
-            (meter, now - timedelta(minutes=50), now - timedelta(minutes=50)),
-        )
+        for m, received in ((meter, old), (catching_up, now)):
+            await conn.execute(
+                _q(
+                    schema,
+                    "INSERT INTO {schema}.meters (id, serial, manufacturer, model, firmware,"
+                    " phases, region, area, status, connection, registered_at, updated_at,"
+                    " version, events_applied) VALUES (%s, %s, 'Acme', 'M', '1', 1, 'CF', 'CF-1',"
+                    " 'COMMISSIONED', '{{}}', now(), now(), 1, 1)",
+                ),
+                (m, f"CF{m.hex[:10]}"),
+            )
+            await conn.execute(
+                _q(
+                    schema,
+                    "INSERT INTO {schema}.meter_status (meter_id, region, last_seen,"
+                    " last_received_at, readings_total) VALUES (%s, 'CF', %s, %s, 10)",
+                ),
+                (m, old, received),
+            )
     report = await det.run_once(now)
     assert comm_key(meter) in report.raised
+    # Its newest reading is as old, but it delivered just now (catching up): not silent.
+    assert comm_key(catching_up) not in report.raised
     await project(desk, pool, schema)
     assert comm_key(meter) not in (await det.run_once(now)).raised  # already offline
 
     async with pool.connection() as conn:
         await conn.execute(
-            _q(schema, "UPDATE {schema}.meter_status SET last_seen = %s WHERE meter_id = %s"),
+            _q(
+                schema,
+                "UPDATE {schema}.meter_status SET last_received_at = %s WHERE meter_id = %s",
+            ),
             (now, meter),
         )
     report = await det.run_once(now + timedelta(seconds=15))

@@ -240,6 +240,11 @@ async def test_region_past_85_percent_steps_price_raises_one_alert_worked_by_ope
         operator,
     )
     assert done["data"]["resolveAlert"]["status"] == "RESOLVED"
+    # The detectors see the same hot windows again: resolved stays resolved (no new alert).
+    await reading_worker.run_detectors()
+    await asyncio.sleep(0.5)
+    body = await gql(client, ALERTS, {"r": region}, auth(Role.VIEWER))
+    assert [e["node"]["status"] for e in body["data"]["alerts"]["edges"]] == ["RESOLVED"]
 
     # Each step is in the event history, with who did it.
     history = await gql(

@@ -422,3 +422,18 @@ def test_only_raise_decisions_raise() -> None:
 
     with pytest.raises(ValidationFailed):
         desk.raise_or_recur(clear, system())
+
+
+def test_a_resolved_alert_is_not_reopened_by_the_evidence_it_already_had() -> None:
+    desk = AlertDesk()
+    first = desk.raise_or_recur(decision(), system("window-1"))
+    desk.raise_or_recur(decision(), system("window-2"))  # a recurrence on new evidence
+    desk.resolve(first.alert.id, "load shed", OPERATOR)
+
+    for key in ("window-1", "window-2"):  # the detector runs again on the same windows
+        again = desk.raise_or_recur(decision(), system(key))
+        assert again.replayed and again.alert.id == first.alert.id
+    assert desk.open_alert("OVERLOAD:North") is None
+
+    fresh = desk.raise_or_recur(decision(), system("window-3"))  # a new hot window: news
+    assert fresh.opened and fresh.alert.id != first.alert.id and fresh.alert.generation == 2
