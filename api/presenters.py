@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from commands.meters import Outcome
+from commands.meters import CommandOutcome, Outcome
 from commands.tariffs import Outcome as TariffOutcome
 from domain.meter import Meter
 from domain.tariff import Tariff
+from projections.dlms_queries import DlmsQueries, RemoteCommandRow
 from projections.meters_queries import MeterQueries, MeterRow
 from projections.tariffs_queries import TariffQueries, TariffRow
 
@@ -79,3 +80,19 @@ async def present_tariff(
         if row is not None and row.version >= outcome.tariff.version:
             return row
     return tariff_row_from_aggregate(outcome.tariff)
+
+
+async def present_command(
+    outcome: CommandOutcome, queries: DlmsQueries, wait_seconds: float, projection_wait: float
+) -> RemoteCommandRow | None:
+    """The remote command's read-model row once it shows the outcome (with ``wait_seconds``,
+    once the meter answered); ``None`` when the caller must answer from the aggregate."""
+    row = await queries.wait_for_command(
+        outcome.command.id,
+        outcome.meter.version,
+        max(wait_seconds, projection_wait),
+        finished=wait_seconds > 0,
+    )
+    if row is None or row.meter_version < outcome.meter.version:
+        return None
+    return row

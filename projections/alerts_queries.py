@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.alert import AlertStatus, AlertType, Evidence, Severity
 from projections.alerts_projection import AlertsProjection
-from projections.projection_position import ProjectionPosition
+from projections.projection_position import ProjectionPosition, poll_until
 
 MAX_PAGE = 200
 
@@ -184,6 +184,12 @@ class AlertQueries(ProjectionPosition):
             await cur.execute(query, {"id": id_, "now": now})
             row = await cur.fetchone()
         return _row(row) if row else None
+
+    async def wait_for_alert(self, id_: UUID, seconds: float) -> AlertRow | None:
+        """The alert once the projection wrote it; None after ``seconds``."""
+        return await poll_until(
+            lambda: self.by_id(id_, datetime.now(UTC)), lambda r: r is not None, seconds
+        )
 
     async def open_causes(self, prefix: str) -> dict[str, UUID | None]:
         """Dedup keys starting with ``prefix`` that have an unresolved alert, with its meter."""

@@ -3,8 +3,6 @@ logged meter events and the load-profile ledger."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -16,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.profile_ledger import LedgerDay, counts, mask_of
 from domain.remote_commands import CommandArgs, CommandKind, CommandResult, CommandStatus
+from projections.projection_position import poll_until
 
 MAX_ROWS = 500
 
@@ -129,21 +128,13 @@ class DlmsQueries:
     ) -> RemoteCommandRow | None:
         """The command once the read model applied ``meter_version`` (or, with ``finished``,
         once it is CONFIRMED or FAILED); the last row seen when ``seconds`` run out."""
-        deadline = time.monotonic() + seconds
-        pause = 0.005
-        row = await self.command(command_id)
-        while True:
-            done = row is not None and row.meter_version >= meter_version
-            if done and finished:
-                done = row is not None and row.status in (
-                    CommandStatus.CONFIRMED,
-                    CommandStatus.FAILED,
-                )
-            if done or time.monotonic() >= deadline:
-                return row
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
-            row = await self.command(command_id)
+
+        def done(row: RemoteCommandRow | None) -> bool:
+            if row is None or row.meter_version < meter_version:
+                return False
+            return not finished or row.status in (CommandStatus.CONFIRMED, CommandStatus.FAILED)
+
+        return await poll_until(lambda: self.command(command_id), done, seconds)
 
     async def communication(self, meter: UUID) -> CommunicationRow | None:
         """The meter's session statistics (None before its first session)."""

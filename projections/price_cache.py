@@ -8,7 +8,6 @@ latency. Entries expire after ``ttl`` seconds: that bounds how long a reader tha
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from uuid import UUID
 
@@ -58,15 +57,9 @@ class PriceCache:
 
     async def refresh(self, tariff: UUID, version: int, wait_seconds: float = 5.0) -> bool:
         """Store the tariff's row once the projection reached ``version``; False on timeout."""
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        pause = 0.01
-        while True:
-            row = await self.queries.by_id(tariff)
-            if row is not None and row.version >= version:
-                await self.store.set(tariff.hex, _encoder.encode(row), expires_in=self.ttl)
-                return True
-            if asyncio.get_running_loop().time() >= deadline:
-                await self.store.delete(tariff.hex)  # never leave an entry known to be old
-                return False
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.2)
+        row = await self.queries.wait_for_version(tariff, version, wait_seconds)
+        if row is None:
+            await self.store.delete(tariff.hex)  # never leave an entry known to be old
+            return False
+        await self.store.set(tariff.hex, _encoder.encode(row), expires_in=self.ttl)
+        return True

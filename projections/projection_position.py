@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
+
+T = TypeVar("T")
+
+
+async def poll_until(
+    fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], seconds: float
+) -> T:
+    """Fetch until ``done`` holds or ``seconds`` pass (2 ms .. 50 ms apart); the last fetch."""
+    deadline = time.monotonic() + seconds
+    pause = 0.002
+    while True:
+        value = await fetch()
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class ProjectionPosition:
@@ -30,12 +47,5 @@ class ProjectionPosition:
 
     async def wait_for(self, notification_id: int, seconds: float) -> bool:
         """Wait up to ``seconds`` until the projection applied ``notification_id``; False if not."""
-        deadline = time.monotonic() + seconds
-        pause = 0.002
-        while True:
-            if await self.applied_position() >= notification_id:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        applied = await poll_until(self.applied_position, lambda p: p >= notification_id, seconds)
+        return applied >= notification_id

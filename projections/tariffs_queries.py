@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from domain.pricing import LoadTier, Override, TimeOfUsePeriod, effective_price
-from projections.projection_position import ProjectionPosition
+from projections.projection_position import ProjectionPosition, poll_until
 from projections.tariffs_projection import TariffsProjection
 
 MAX_HISTORY = 10_000
@@ -96,6 +96,13 @@ class TariffQueries(ProjectionPosition):
             await cur.execute(query, (id_,))
             row = await cur.fetchone()
         return _row(row) if row else None
+
+    async def wait_for_version(self, id_: UUID, version: int, seconds: float) -> TariffRow | None:
+        """The tariff's row once the projection applied ``version``; None after ``seconds``."""
+        row = await poll_until(
+            lambda: self.by_id(id_), lambda r: r is not None and r.version >= version, seconds
+        )
+        return row if row is not None and row.version >= version else None
 
     async def history(self, region: str, start: datetime, end: datetime) -> list[TariffPriceRow]:
         """Prices the region recorded in ``[start, end)``, oldest first (at most MAX_HISTORY)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, TypeAlias, cast
@@ -320,7 +319,7 @@ class AlertSubscription:
                     continue  # not ours to judge: the relay only publishes well-formed events
                 if wanted is not None and alert_region.upper() != wanted:
                     continue
-                row = await _projected(container.alert_queries, alert_id)
+                row = await container.alert_queries.wait_for_alert(alert_id, 5.0)
                 if row is None:
                     continue
                 if customer is not None and not await _owns(info, customer, row.meter_id):
@@ -328,17 +327,3 @@ class AlertSubscription:
                 yield Alert.from_row(row)
         finally:
             await sub.unsubscribe()
-
-
-async def _projected(
-    queries: AlertQueries, alert_id: UUID, seconds: float = 5.0
-) -> AlertRow | None:
-    """The alert's row once the projection wrote it (the relay may be ahead of it)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    pause = 0.01
-    while True:
-        row = await queries.by_id(alert_id, datetime.now(UTC))
-        if row is not None or asyncio.get_running_loop().time() >= deadline:
-            return row
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.2)

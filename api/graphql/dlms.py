@@ -21,6 +21,7 @@ from api.graphql.types import (
     ValidationError,
     error_value,
 )
+from api.presenters import present_command
 from commands.context import Actor, CommandContext, Role
 from commands.meters import CommandOutcome
 from domain.errors import DomainError, FieldError, ValidationFailed
@@ -298,11 +299,10 @@ async def _request(
     except DomainError as exc:
         return error_value(exc)
     container = context.container
-    seconds = max(wait_seconds, container.settings.projection_wait_seconds)
-    row = await container.dlms.wait_for_command(
-        outcome.command.id, outcome.meter.version, seconds, finished=wait_seconds > 0
+    row = await present_command(
+        outcome, container.dlms, wait_seconds, container.settings.projection_wait_seconds
     )
-    if row is None or row.meter_version < outcome.meter.version:
+    if row is None:
         return RemoteCommand.from_aggregate(meter_id, outcome.command)
     return RemoteCommand.from_row(row)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -26,7 +25,7 @@ from domain.pricing import DEFAULT_MIN_CHANGE_PCT, DEFAULT_TIERS, LoadTier, Tari
 from domain.pricing import TimeOfUsePeriod as DomainPeriod
 from domain.tariff import tariff_id
 from projections.meters_queries import MeterFilter
-from projections.tariffs_queries import TariffPriceRow, TariffQueries, TariffRow
+from projections.tariffs_queries import TariffPriceRow, TariffRow
 
 ContextInfo = Info[RequestContext, None]
 _STAFF = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR})
@@ -349,7 +348,9 @@ class TariffSubscription:
                     continue
                 if head.subject != wanted:
                     continue
-                row = await _projected(container.tariff_queries, wanted, head.aggregateversion)
+                row = await container.tariff_queries.wait_for_version(
+                    wanted, head.aggregateversion, 5.0
+                )
                 if row is not None:
                     yield Tariff.from_row(row)
         finally:
@@ -357,22 +358,6 @@ class TariffSubscription:
 
 
 _head_decoder = msgspec.json.Decoder(_TariffEventHead)
-
-
-async def _projected(
-    queries: TariffQueries, tariff: UUID, version: int, seconds: float = 5.0
-) -> TariffRow | None:
-    """The tariff's row once the projection applied ``version`` (the relay may be ahead)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    pause = 0.01
-    while True:
-        row = await queries.by_id(tariff)
-        if row is not None and row.version >= version:
-            return row
-        if asyncio.get_running_loop().time() >= deadline:
-            return None
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.2)
 
 
 @strawberry.type

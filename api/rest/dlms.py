@@ -15,6 +15,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.context import RequestContext
+from api.presenters import present_command
 from commands.context import CommandContext, Role
 from commands.meters import CommandOutcome
 from domain.errors import FieldError, Forbidden, NotFound, ValidationFailed
@@ -160,15 +161,12 @@ async def _request(
     command_ctx = ctx.command(key)
     outcome = await anyio.to_thread.run_sync(command, meter_id, command_ctx)
     container = ctx.container
-    row = await container.dlms.wait_for_command(
-        outcome.command.id,
-        outcome.meter.version,
-        max(wait_seconds, container.settings.projection_wait_seconds),
-        finished=wait_seconds > 0,
+    row = await present_command(
+        outcome, container.dlms, wait_seconds, container.settings.projection_wait_seconds
     )
-    if row is None or row.meter_version < outcome.meter.version:
-        return RemoteCommandView.from_outcome(outcome)
-    return RemoteCommandView.from_row(row)
+    return (
+        RemoteCommandView.from_outcome(outcome) if row is None else RemoteCommandView.from_row(row)
+    )
 
 
 def _staff(ctx: RequestContext) -> None:
