@@ -62,15 +62,12 @@ class Container:
         self.registry = MeterRegistry(env=settings.eventsourcing_env())
         self.tariffs = TariffBook(env=settings.eventsourcing_env())
         self.alerts = AlertDesk(env=settings.eventsourcing_env())
-        # One connection kept open (key checks are short); more only under load.
-        self.api_keys = ApiKeyRegistry(
-            env=settings.eventsourcing_env()
-            | {"POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "9"}
-        )
+        self.api_keys = ApiKeyRegistry(env=settings.eventsourcing_env())
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.database_url,
             min_size=1,
             max_size=10,
+            max_idle=30,  # give surplus connections back soon (adapters/postgres_store.py)
             open=False,
             kwargs={"autocommit": True},
         )

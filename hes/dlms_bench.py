@@ -18,10 +18,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import nats
@@ -31,7 +29,7 @@ from rich.console import Console
 
 from adapters.dlms import wrapper
 from adapters.dlms.cipher import SC_AUTHENTICATED_ENCRYPTED, cipher_apdu
-from adapters.dlms.push_listener import PushListener, Received, encode_notification
+from adapters.dlms.push_listener import PushListener, encode_notification
 from adapters.dlms.simulator import simulated_keys
 from adapters.nats.streams import delete_streams
 from commands.context import SYSTEM, CommandContext
@@ -422,9 +420,7 @@ async def _push(
     service: DlmsService, blob: Path, pushes: int, connections: int
 ) -> tuple[float, int]:
     wired = service.listener
-    listener = _CountingListener(
-        pushes, wired.outlet, wired.dead_letters, wired.directory, "127.0.0.1", 0
-    )
+    listener = PushListener(wired.outlet, wired.dead_letters, wired.directory, "127.0.0.1", 0)
     stop = asyncio.Event()
     await listener.start()
     task = asyncio.create_task(listener.run(stop))
@@ -438,28 +434,16 @@ async def _push(
         str(blob),
         str(connections),
     )
-    await asyncio.wait_for(listener.all_done.wait(), 600)
+    deadline = started + 600
+    while listener.accepted + listener.rejected < pushes:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {listener.accepted + listener.rejected} pushes handled")
+        await asyncio.sleep(0.005)
     elapsed = time.monotonic() - started
     await sender.wait()
     stop.set()
     await task
     return elapsed, listener.rejected
-
-
-class _CountingListener(PushListener):
-    """A push listener that signals once it has handled ``expected`` pushes."""
-
-    def __init__(self, expected: int, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.expected = expected
-        self.all_done = asyncio.Event()
-
-    async def process(self, batch: Sequence[Received]) -> tuple[int, int]:
-        """Process, then signal when every expected push was handled."""
-        result = await super().process(batch)
-        if self.accepted + self.rejected >= self.expected:
-            self.all_done.set()
-        return result
 
 
 async def _meter_ids(s: Settings) -> list[uuid.UUID]:

@@ -65,6 +65,7 @@ class DlmsService:
             settings.database_url,
             min_size=2,
             max_size=16,
+            max_idle=30,  # give surplus connections back soon (adapters/postgres_store.py)
             open=False,
             timeout=30,
             kwargs={"autocommit": True},

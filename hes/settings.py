@@ -280,16 +280,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"HES_DATABASE_URL: scheme must be postgresql://, got {parts.scheme!r}"
             )
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "adapters.postgres_store:PostgresStore",
             "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
             "POSTGRES_HOST": parts.hostname or "127.0.0.1",
             "POSTGRES_PORT": str(parts.port or 5432),
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
             "POSTGRES_SCHEMA": self.db_schema,
-            # Opened eagerly by every application, projection and relay: keep the idle ones few.
-            "POSTGRES_POOL_SIZE": "2",
-            "POSTGRES_MAX_OVERFLOW": "8",
+            # Every application, projection and relay has its own pool and a process holds
+            # several, while PostgreSQL allows 100 connections by default: one kept open each,
+            # up to four more under load, closed again when idle (adapters/postgres_store.py).
+            "POSTGRES_POOL_SIZE": "1",
+            "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_CONNECT_TIMEOUT": "5",
             "POSTGRES_PRE_PING": "y",
             "CREATE_TABLE": "n",

@@ -89,6 +89,7 @@ class Notifier:
             settings.database_url,
             min_size=1,
             max_size=4,
+            max_idle=30,  # give surplus connections back soon (adapters/postgres_store.py)
             open=False,
             kwargs={"autocommit": True},
         )

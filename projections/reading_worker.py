@@ -150,9 +150,9 @@ class ReadingWorker:
         """Price regions from their changed load windows; return the regions repriced."""
         return await self.tariff_engine.run_once(datetime.now(UTC))
 
-    async def run_detectors(self) -> DetectorReport:
+    async def run_detectors(self, now: datetime | None = None) -> DetectorReport:
         """Raise and clear alerts from the read models (overload, comm failure, anomaly)."""
-        return await self.detectors.run_once(datetime.now(UTC))
+        return await self.detectors.run_once(now or datetime.now(UTC))
 
     async def _update_lag(self) -> None:
         CONSUMER_LAG.set(await self.consumer.lag())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 import nats
@@ -50,9 +51,9 @@ class WorkerThread:
         """Run the worker's tariff engine once, on the worker's loop."""
         return await self._call(lambda w: w.apply_tariffs())
 
-    async def run_detectors(self) -> DetectorReport:
-        """Run the worker's detectors once, on the worker's loop."""
-        return await self._call(lambda w: w.run_detectors())
+    async def run_detectors(self, now: datetime | None = None) -> DetectorReport:
+        """Run the worker's detectors once (at ``now``, default the clock), on its loop."""
+        return await self._call(lambda w: w.run_detectors(now))
 
     async def _call(self, action: Callable[[ReadingWorker], Awaitable[T]]) -> T:
         assert self._loop is not None and self._worker is not None

@@ -8,6 +8,7 @@ are refused).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -78,6 +79,12 @@ def _check(security_control: int, system_title: bytes, invocation_counter: int) 
         raise CipherError(f"invocation counter {invocation_counter} outside 0..2^32-1")
 
 
+@functools.lru_cache(maxsize=4096)
+def _aes(key: bytes) -> algorithms.AES:
+    # Checking and wrapping the key costs as much as deciphering a push; do it once per key.
+    return algorithms.AES(key)
+
+
 def _iv(system_title: bytes, invocation_counter: int) -> bytes:
     return system_title + invocation_counter.to_bytes(4, "big")
 
@@ -88,7 +95,7 @@ def protect(
     """Cipher ``plain``; return SC || IC || (C or P) || (T when authenticated)."""
     _check(security_control, system_title, invocation_counter)
     header = bytes((security_control,)) + invocation_counter.to_bytes(4, "big")
-    enc = Cipher(algorithms.AES(keys.ek), modes.GCM(_iv(system_title, invocation_counter)))
+    enc = Cipher(_aes(keys.ek), modes.GCM(_iv(system_title, invocation_counter)))
     encryptor = enc.encryptor()
     authenticated = bool(security_control & SC_AUTHENTICATED)
     if security_control & SC_ENCRYPTED:
@@ -119,7 +126,7 @@ def unprotect(content: bytes, system_title: bytes, keys: Keys) -> tuple[int, int
         # Encryption-only APDUs carry no tag: GCM without tag check is CTR mode.
         return security_control, invocation_counter, _ctr(keys.ek, iv, body)
     gcm = modes.GCM(iv, tag, min_tag_length=TAG_LEN)
-    decryptor = Cipher(algorithms.AES(keys.ek), gcm).decryptor()
+    decryptor = Cipher(_aes(keys.ek), gcm).decryptor()
     try:
         if security_control & SC_ENCRYPTED:
             decryptor.authenticate_additional_data(bytes((security_control,)) + keys.ak)
@@ -138,7 +145,7 @@ def unprotect(content: bytes, system_title: bytes, keys: Keys) -> tuple[int, int
 
 def _ctr(ek: bytes, iv: bytes, body: bytes) -> bytes:
     # GCM encrypts with CTR starting at counter block J0 + 1 = IV || 00000002.
-    decryptor = Cipher(algorithms.AES(ek), modes.CTR(iv + b"\x00\x00\x00\x02")).decryptor()
+    decryptor = Cipher(_aes(ek), modes.CTR(iv + b"\x00\x00\x00\x02")).decryptor()
     return decryptor.update(body) + decryptor.finalize()
 
 

@@ -86,21 +86,41 @@ class ScalerUnit:
         return cls(scaler=scaler, unit=unit)
 
 
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """How one register's raw values become readings, checked once for many values."""
+
+    quantity: Quantity
+    factor: float
+    digits: int
+
+    @classmethod
+    def of(cls, obis: str, scaler_unit: ScalerUnit) -> Scaling:
+        """The scaling of ``obis`` reported with ``scaler_unit``; ``ScalingError`` if it can't."""
+        quantity = BY_OBIS.get(obis)
+        if quantity is None:
+            raise ScalingError(f"{obis} is not a quantity the head-end knows")
+        unit = UNITS.get(scaler_unit.unit)
+        if unit != quantity.unit:
+            raise ScalingError(
+                f"{obis} is reported in unit code {scaler_unit.unit} ({unit or 'unknown'}); "
+                f"the head-end stores {quantity.alias} in {quantity.unit}"
+            )
+        # Rounding to these digits removes binary noise from the power of ten
+        # (e.g. 2314 * 0.1 → 231.4, not 231.40000001).
+        return cls(quantity, 10.0**scaler_unit.scaler, max(0, -scaler_unit.scaler) + 6)
+
+    def apply(self, raw: object) -> float:
+        """``raw`` * 10^scaler in the quantity's unit."""
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ScalingError(f"{self.quantity.obis} value is not a number")
+        value = float(raw) * self.factor
+        if not math.isfinite(value):
+            raise ScalingError(f"{self.quantity.obis} value is not finite")
+        return round(value, self.digits)
+
+
 def scaled(obis: str, raw: object, scaler_unit: ScalerUnit) -> tuple[Quantity, float]:
     """The catalogue quantity of ``obis`` and ``raw`` * 10^scaler in the quantity's unit."""
-    quantity = BY_OBIS.get(obis)
-    if quantity is None:
-        raise ScalingError(f"{obis} is not a quantity the head-end knows")
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise ScalingError(f"{obis} value is not a number")
-    unit = UNITS.get(scaler_unit.unit)
-    if unit != quantity.unit:
-        raise ScalingError(
-            f"{obis} is reported in unit code {scaler_unit.unit} ({unit or 'unknown'}); "
-            f"the head-end stores {quantity.alias} in {quantity.unit}"
-        )
-    value = float(raw) * 10.0**scaler_unit.scaler
-    if not math.isfinite(value):
-        raise ScalingError(f"{obis} value is not finite")
-    # Round away binary noise from the power of ten (e.g. 2314 * 0.1 → 231.4, not 231.40000001).
-    return quantity, round(value, max(0, -scaler_unit.scaler) + 6)
+    scaling = Scaling.of(obis, scaler_unit)
+    return scaling.quantity, scaling.apply(raw)

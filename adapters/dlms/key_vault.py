@@ -13,7 +13,7 @@ import binascii
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -215,3 +215,32 @@ async def load_keys(
         cur = await conn.execute(sql.SQL(_SELECT).format(sql.Identifier(schema)), (meter, version))
         rows = await cur.fetchall()
     return cipher.open_rows(meter, version, rows)
+
+
+async def load_many_keys(
+    pool: AsyncConnectionPool[Any],
+    schema: str,
+    cipher: KeyCipher,
+    wanted: Collection[tuple[UUID, int]],
+) -> dict[tuple[UUID, int], MeterKeys | KeyVaultError]:
+    """The secrets of many (meter, key version) pairs in one query; a failure per pair."""
+    asked = [(m, v) for m, v in wanted if v > 0]
+    if not asked:
+        return {}
+    query = sql.SQL(
+        "SELECT meter_id, key_version, kind, nonce, sealed FROM {}.dlms_keys "
+        "WHERE (meter_id, key_version) IN (SELECT * FROM unnest(%s::uuid[], %s::int[]))"
+    ).format(sql.Identifier(schema))
+    async with pool.connection() as conn:
+        cur = await conn.execute(query, ([m for m, _ in asked], [v for _, v in asked]))
+        rows = await cur.fetchall()
+    grouped: dict[tuple[UUID, int], list[tuple[Any, ...]]] = {pair: [] for pair in asked}
+    for meter, version, kind, nonce, sealed in rows:
+        grouped[(meter, version)].append((kind, nonce, sealed))
+    opened: dict[tuple[UUID, int], MeterKeys | KeyVaultError] = {}
+    for (meter, version), found in grouped.items():
+        try:
+            opened[(meter, version)] = cipher.open_rows(meter, version, found)
+        except KeyVaultError as exc:
+            opened[(meter, version)] = exc
+    return opened

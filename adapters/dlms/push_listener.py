@@ -31,13 +31,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from adapters.dlms import axdr
 from adapters.dlms.cipher import GENERAL_GLO_CIPHERING, CipherError, Keys, decipher_apdu
-from adapters.dlms.cosem import ScalerUnit, ScalingError, scaled
+from adapters.dlms.cosem import ScalerUnit, Scaling, ScalingError
 from adapters.dlms.cosem_time import CosemTimeError, decode_datetime, encode_datetime
-from adapters.dlms.key_vault import KeyCipher, KeyVaultError, load_keys
+from adapters.dlms.key_vault import KeyCipher, KeyVaultError, load_many_keys
 from adapters.dlms.link import WRAPPER_HEADER
 from adapters.dlms.reading_outlet import ReadingOutlet
 from adapters.dlms.session import MeterTarget
 from adapters.metrics import DLMS_PUSHES
+from domain.meter_keys import MeterKeys
 from domain.readings import Reading, Source
 from domain.values import MeterStatus, SecurityLevel
 
@@ -50,7 +51,10 @@ PUSH_VALUES: tuple[tuple[str, ScalerUnit], ...] = (
     ("1.0.32.7.0.255", ScalerUnit(-1, 35)),
     ("1.0.31.7.0.255", ScalerUnit(-2, 33)),
 )
+_PUSH_SCALING = tuple(Scaling.of(obis, scaler_unit) for obis, scaler_unit in PUSH_VALUES)
 MAX_APDU = 4096
+_BATCH_POLL_S = 0.002
+_READ_CHUNK = 65536
 DIRECTORY_TTL_S = 60.0
 UNKNOWN_TTL_S = 10.0
 LDN_PREFIX_LEN = 3
@@ -146,28 +150,30 @@ class PushDirectory:
             self._by_title[title] = _Known(None, None, now)
         for serial in serials:
             self._by_serial[serial.upper()] = _Known(None, None, now)
+        found: list[tuple[bytes | None, MeterTarget]] = []
         for row in rows:
-            title = row.pop("system_title")
+            raw_title = row.pop("system_title")
             target = msgspec.convert(row, MeterTarget, strict=False)
-            keys = await self._keys(target)
-            known = _Known(target, keys, now)
-            self._by_serial[target.serial.upper()] = known
-            if title is not None:
-                self._by_title[bytes(title)] = known
-
-    async def _keys(self, target: MeterTarget) -> Keys | None:
-        if target.key_version <= 0:
-            return None
-        try:
-            keys = await load_keys(
-                self._pool, self._schema, self._cipher, target.id, target.key_version
+            found.append((None if raw_title is None else bytes(raw_title), target))
+        opened = await load_many_keys(
+            self._pool, self._schema, self._cipher, [(t.id, t.key_version) for _, t in found]
+        )
+        for found_title, target in found:
+            known = _Known(
+                target, self._keys(target, opened.get((target.id, target.key_version))), now
             )
-        except KeyVaultError:
+            self._by_serial[target.serial.upper()] = known
+            if found_title is not None:
+                self._by_title[found_title] = known
+
+    @staticmethod
+    def _keys(target: MeterTarget, opened: MeterKeys | KeyVaultError | None) -> Keys | None:
+        if isinstance(opened, KeyVaultError):
             log.error("stored keys of meter %s cannot be opened", target.serial)
             return None
-        if keys.ek is None or keys.ak is None:
+        if opened is None or opened.ek is None or opened.ak is None:
             return None
-        return Keys(keys.ek, keys.ak)
+        return Keys(opened.ek, opened.ak)
 
     def by_title(self, title: bytes) -> _Known | None:
         """The cached entry of a system title (after ``resolve``)."""
@@ -210,17 +216,28 @@ class PushDirectory:
         dirty, self._dirty = self._dirty, {}
         query = sql.SQL(
             "INSERT INTO {s}.dlms_invocation_counters AS c (meter_id, key_version, client_next, "
-            "server_last) VALUES (%s, %s, 0, %s) ON CONFLICT (meter_id, key_version) DO UPDATE "
+            "server_last) SELECT m, v, 0, ic FROM unnest(%s::uuid[], %s::int[], %s::bigint[]) "
+            "AS u(m, v, ic) ON CONFLICT (meter_id, key_version) DO UPDATE "
             "SET server_last = GREATEST(c.server_last, EXCLUDED.server_last), updated_at = now()"
         ).format(s=self._ident)
-        async with self._pool.connection() as conn, conn.cursor() as cur:
-            await cur.executemany(query, [(m, v, ic) for (m, v), ic in dirty.items()])
+        pairs = sorted(dirty.items())  # one lock order for concurrent writers
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                query,
+                ([m for (m, _), _ in pairs], [v for (_, v), _ in pairs], [ic for _, ic in pairs]),
+            )
 
 
 @dataclass
 class _Decoded:
     target: MeterTarget
     readings: list[Reading]
+
+
+@dataclass
+class _Prepared:
+    decoded: list[_Decoded]
+    rejections: list[PushRejection]
 
 
 class PushListener:
@@ -236,6 +253,7 @@ class PushListener:
         *,
         max_batch: int = 1024,
         max_delay: float = 0.02,
+        max_in_flight: int = 2,
         queue_size: int = 20_000,
     ) -> None:
         self.outlet = outlet
@@ -245,6 +263,7 @@ class PushListener:
         self.port = port
         self.max_batch = max_batch
         self.max_delay = max_delay
+        self.max_in_flight = max_in_flight
         self._queue: asyncio.Queue[Received] = asyncio.Queue(queue_size)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -291,30 +310,36 @@ class PushListener:
             self._connections.add(task)
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "?"
+        buffer = bytearray()
         try:
             while True:
-                try:
-                    header = await reader.readexactly(WRAPPER_HEADER.size)
-                except asyncio.IncompleteReadError as exc:
-                    if exc.partial:
-                        await self._reject_now(peer, exc.partial, "truncated wrapper header")
+                chunk = await reader.read(_READ_CHUNK)
+                if not chunk:
+                    if buffer:
+                        await self._reject_now(peer, bytes(buffer), _truncation(buffer))
                     return
-                version, _source, _destination, length = WRAPPER_HEADER.unpack(header)
-                if version != 1 or not 0 < length <= MAX_APDU:
-                    await self._reject_now(
-                        peer,
-                        header,
-                        f"wrapper header: version {version}, length {length} (max {MAX_APDU})",
-                    )
-                    return  # the stream cannot be resynchronised
-                try:
-                    apdu = await reader.readexactly(length)
-                except asyncio.IncompleteReadError as exc:
-                    await self._reject_now(
-                        peer, exc.partial, f"truncated APDU: {len(exc.partial)} of {length} bytes"
-                    )
-                    return
-                await self._queue.put(Received(peer, apdu, datetime.now(UTC)))
+                buffer += chunk
+                at = datetime.now(UTC)
+                pos = 0
+                while len(buffer) - pos >= WRAPPER_HEADER.size:
+                    version, _source, _destination, length = WRAPPER_HEADER.unpack_from(buffer, pos)
+                    if version != 1 or not 0 < length <= MAX_APDU:
+                        await self._reject_now(
+                            peer,
+                            bytes(buffer[pos : pos + WRAPPER_HEADER.size]),
+                            f"wrapper header: version {version}, length {length} (max {MAX_APDU})",
+                        )
+                        return  # the stream cannot be resynchronised
+                    end = pos + WRAPPER_HEADER.size + length
+                    if end > len(buffer):
+                        break
+                    received = Received(peer, bytes(buffer[pos + WRAPPER_HEADER.size : end]), at)
+                    if self._queue.full():
+                        await self._queue.put(received)  # back-pressure on this meter's socket
+                    else:
+                        self._queue.put_nowait(received)
+                    pos = end
+                del buffer[:pos]
         except (OSError, asyncio.CancelledError):
             return
         finally:
@@ -328,24 +353,46 @@ class PushListener:
         await self._queue.put(Received(peer, data[:MAX_APDU], datetime.now(UTC), message))
 
     async def _drain_forever(self) -> None:
-        while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = time.monotonic() + self.max_delay
-            while len(batch) < self.max_batch:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
+        # Decoding and the counter check run one batch at a time, in arrival order (a meter's
+        # counters must be seen in order); publishing overlaps with decoding the next batch.
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                batch = await self._next_batch()
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            try:
-                await self.process(batch)
-            except Exception:
-                log.exception(
-                    "DLMS push batch of %d failed; they will not be acknowledged", len(batch)
-                )
+                    prepared = await self._prepare(batch)
+                except Exception:
+                    log.exception("DLMS push batch of %d could not be decoded", len(batch))
+                    continue
+                while len(in_flight) >= self.max_in_flight:
+                    _, in_flight = await asyncio.wait(
+                        in_flight, return_when=asyncio.FIRST_COMPLETED
+                    )
+                in_flight.add(asyncio.create_task(self._deliver_logged(prepared)))
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _next_batch(self) -> list[Received]:
+        """Wait for one push, then take what arrives within ``max_delay`` (up to ``max_batch``)."""
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.max_delay
+        while True:
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            remaining = deadline - time.monotonic()
+            if len(batch) >= self.max_batch or remaining <= 0:
+                return batch
+            await asyncio.sleep(min(remaining, _BATCH_POLL_S))
+
+    async def _deliver_logged(self, prepared: _Prepared) -> None:
+        try:
+            await self._deliver(prepared)
+        except Exception:
+            log.exception(
+                "DLMS push batch of %d failed; its readings were not published",
+                len(prepared.decoded),
+            )
 
     async def flush(self) -> None:
         """Process whatever is queued now."""
@@ -356,6 +403,12 @@ class PushListener:
 
     async def process(self, batch: Sequence[Received]) -> tuple[int, int]:
         """Decode, publish and dead-letter one batch; return (accepted, rejected) pushes."""
+        prepared = await self._prepare(batch)
+        await self._deliver(prepared)
+        return len(prepared.decoded), len(prepared.rejections)
+
+    async def _prepare(self, batch: Sequence[Received]) -> _Prepared:
+        """Decode and check one batch: the readings to publish and the rejections."""
         rejections = [
             PushRejection(
                 received_at=r.at,
@@ -426,6 +479,11 @@ class PushListener:
                         )
                     )
             decoded = [d for i, d in enumerate(decoded) if i not in replayed]
+        return _Prepared(decoded, rejections)
+
+    async def _deliver(self, prepared: _Prepared) -> None:
+        """Publish the readings, persist the counters, dead-letter the rejections, count."""
+        decoded, rejections = prepared.decoded, prepared.rejections
         if decoded:
             await self.outlet.publish_many(
                 [(d.target, d.readings) for d in decoded], Source.DLMS_PUSH
@@ -438,7 +496,6 @@ class PushListener:
             DLMS_PUSHES.labels(rejection.rule).inc()
         self.accepted += len(decoded)
         self.rejected += len(rejections)
-        return len(decoded), len(rejections)
 
     def _decode(
         self, item: Received, parsed: _Plain | PushRejected | None
@@ -498,11 +555,11 @@ class PushListener:
             raise PushRejected(
                 "decommissioned", f"meter {target.serial} is decommissioned", target.serial
             )
-        readings = []
         try:
-            for (obis, scaler_unit), raw in zip(PUSH_VALUES, values, strict=True):
-                quantity, value = scaled(obis, raw, scaler_unit)
-                readings.append(Reading(quantity.id, at, value))
+            readings = [
+                Reading(scaling.quantity.id, at, scaling.apply(raw))
+                for scaling, raw in zip(_PUSH_SCALING, values, strict=True)
+            ]
         except (ScalingError, ValueError) as exc:
             raise PushRejected(
                 "malformed", f"meter {target.serial}: {exc}", target.serial
@@ -529,6 +586,14 @@ def encode_notification(
         + bytes((0,))
         + axdr.encode(body)
     )
+
+
+def _truncation(rest: bytearray) -> str:
+    """Why the bytes left when a connection closed are not a whole wrapper frame."""
+    if len(rest) < WRAPPER_HEADER.size:
+        return "truncated wrapper header"
+    length = WRAPPER_HEADER.unpack_from(rest)[3]
+    return f"truncated APDU: {len(rest) - WRAPPER_HEADER.size} of {length} bytes"
 
 
 def _title_of(apdu: bytes) -> bytes | None:

@@ -223,3 +223,66 @@ async def test_pushes_are_accepted_or_rejected_counted_and_dead_lettered(
 
 async def _at_least(settings: Settings, meter: UUID, count: int) -> bool:
     return await stored(settings, meter) >= count
+
+
+async def test_a_meter_s_pushes_split_anywhere_and_over_many_batches_are_taken_in_order(
+    settings: Settings,
+    projection: SupervisedProjection,
+    dlms_worker: SupervisedProjection,
+    reading_worker: WorkerThread,
+    registry: MeterRegistry,
+) -> None:
+    sim = "SIM0000043"
+    meter = register(
+        registry, profile(4060, Transport.WRAPPER, SecurityLevel.HLS_GMAC), serial="PUSH00003"
+    )
+    version = set_simulated_keys(settings, registry, meter, sim, with_title=True)
+    await meter_visible(settings, meter, version)
+    keys = simulated_keys(sim)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=4)
+    stream = b"".join(
+        wrapper.encode(
+            1,
+            1,
+            cipher_apdu(
+                encode_notification("HESPUSH00003", start + timedelta(minutes=n), (n, 0, 2300, 9)),
+                security_control=SC_AUTHENTICATED_ENCRYPTED,
+                system_title=keys.system_title,
+                invocation_counter=1_000 + n,
+                keys=keys.keys,
+                general=True,
+            ),
+        )
+        for n in range(200)
+    )
+    before = {o: counted(o) for o in ("accepted", "replay", "malformed")}
+    # Small batches, two published at once: the counters must still be checked in order.
+    service = DlmsService(dlms_settings(settings))
+    await service.open()
+    wired = service.listener
+    small = PushListener(
+        wired.outlet, wired.dead_letters, wired.directory, "127.0.0.1", 0, max_batch=8
+    )
+    stop = asyncio.Event()
+    await small.start()
+    task = asyncio.create_task(small.run(stop))
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", small.bound_port)
+        for piece in range(0, len(stream), 37):  # frames cut at arbitrary byte boundaries
+            writer.write(stream[piece : piece + 37])
+            if piece % 740 == 0:
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        await writer.drain()
+        await eventually(lambda: _at_least(settings, meter, 800))
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        stop.set()
+        await task
+        await service.close()
+    assert small.accepted == 200 and small.rejected == 0
+    assert counted("accepted") - before["accepted"] == 200
+    assert counted("replay") == before["replay"] and counted("malformed") == before["malformed"]
+    last = "SELECT server_last FROM {s}.dlms_invocation_counters WHERE meter_id = %s"
+    assert await scalar(settings, last, meter) == 1_199
