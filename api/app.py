@@ -19,7 +19,7 @@ from api.deps import request_context
 from api.graphql.controller import graphql_controller
 from api.guards import access_guard
 from api.health import Health
-from api.metrics import metrics
+from api.metrics import metrics_endpoint
 from api.rest.api_keys import ApiKeys
 from api.rest.commands import MeterCommands
 from api.rest.dlms import DlmsCommands, MeterDlms
@@ -40,7 +40,7 @@ def create_app(
     origins = settings.cors_origin_list
     graphql = graphql_controller(origins)
     dangerous = DangerousCommands(
-        container.store("dangerous"),
+        container.counter("dangerous"),
         bulk_threshold=settings.dangerous_bulk_threshold,
         per_hour=settings.dangerous_per_hour,
     )
@@ -57,7 +57,7 @@ def create_app(
             MeterCommands,
             MeterImports,
             Health,
-            metrics,
+            metrics_endpoint(settings.metrics_token),
             telemetry_batch,
             meter_intervals,
             meter_billing_determinants,

@@ -4,9 +4,8 @@ A command is dangerous when it switches off many customers at once (a relay disc
 than ``HES_DANGEROUS_BULK_THRESHOLD`` meters) or changes key material (``always=True``). The
 caller must then send ``confirm`` equal to ``"<action> <count>"`` (e.g. ``disconnectMeters 25``),
 so a script or a mis-click cannot trigger it by accident, and each actor may run at most
-``HES_DANGEROUS_PER_HOUR`` of them per clock hour. The counter lives in the container's store
-(Redis when configured, so every API replica shares it). Within one process the count is exact;
-across replicas two requests racing in the same millisecond may both pass the last slot.
+``HES_DANGEROUS_PER_HOUR`` of them per clock hour. The count is a ``WindowCounter``: in Redis when
+configured, incremented atomically, so the limit holds exactly across API replicas.
 
 Use from a resolver or handler, before running the command::
 
@@ -17,9 +16,7 @@ from __future__ import annotations
 
 import time
 
-import anyio
-from litestar.stores.base import Store
-
+from adapters.window_counters import WindowCounter
 from api.denials import Reason, record_denial
 from commands.context import Actor
 from domain.errors import DomainError, FieldError, ValidationFailed
@@ -43,11 +40,10 @@ def phrase(action: str, count: int) -> str:
 class DangerousCommands:
     """Admits or refuses dangerous commands per the confirmation and per-actor hourly limit."""
 
-    def __init__(self, store: Store, *, bulk_threshold: int, per_hour: int) -> None:
-        self._store = store
+    def __init__(self, counter: WindowCounter, *, bulk_threshold: int, per_hour: int) -> None:
+        self._counter = counter
         self.bulk_threshold = bulk_threshold
         self.per_hour = per_hour
-        self._lock = anyio.Lock()
 
     def is_dangerous(self, count: int, *, always: bool = False) -> bool:
         """True when a command on ``count`` objects needs confirmation."""
@@ -89,10 +85,4 @@ class DangerousCommands:
     async def _take(self, subject: str) -> int:
         """Count one more dangerous command for ``subject`` in this hour; return the count."""
         window = int(time.time() // 3600)
-        key = f"{subject}:{window}"
-        async with self._lock:
-            raw = await self._store.get(key)
-            used = (int(raw) if raw else 0) + 1
-            if used <= self.per_hour + 1:  # past the limit, stop writing: it is refused anyway
-                await self._store.set(key, str(used).encode(), expires_in=3600 + 60)
-        return used
+        return await self._counter.increment(f"{subject}:{window}", 3600 + 60)

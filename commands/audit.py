@@ -18,6 +18,7 @@ from eventsourcing.domain import Aggregate, CanMutateAggregate
 from eventsourcing.postgres import PostgresAggregateRecorder
 from psycopg import sql
 
+from commands.audit_verify import LOGS
 from domain.alert import series_id
 from domain.api_key import api_key_id
 from domain.errors import FieldError, NotFound, ValidationFailed
@@ -94,7 +95,7 @@ def candidates(value: str) -> list[tuple[str, UUID]]:
             ("alerts", series_id(value)),
             ("api_keys", api_key_id(value)),
         ]
-    return [(log, id_) for log in ("meters", "tariffs", "alerts", "api_keys")]
+    return [(log, id_) for log in LOGS]
 
 
 def locate(apps: Sequence[App], value: str) -> tuple[App, UUID]:

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-LOGS: tuple[str, ...] = ("meters", "tariffs", "alerts")
+LOGS: tuple[str, ...] = ("meters", "tariffs", "alerts", "api_keys")
 """The chained logs: the applications' names, which the library's event tables are named after."""
 LEGACY_LOG = "meters"
 """The log of checkpoints and anchors from before there was more than one."""

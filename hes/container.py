@@ -21,6 +21,7 @@ from adapters.nats.dead_letters import DeadLetterPublisher
 from adapters.nats.ingest_listener import IngestListener
 from adapters.nats.reading_publisher import ReadingPublisher
 from adapters.nats.subjects import event_subject
+from adapters.window_counters import MemoryWindowCounter, RedisWindowCounter, WindowCounter
 from commands.alerts import AlertDesk
 from commands.api_keys import ApiKeyRegistry
 from commands.ingest import IngestService
@@ -103,6 +104,12 @@ class Container:
         if self.redis is None:
             return MemoryStore()
         return RedisStore(self.redis, namespace=f"hes:{self.settings.db_schema}:{name}")
+
+    def counter(self, name: str) -> WindowCounter:
+        """A counter per key and window for ``name``: Redis (shared by replicas) or in-process."""
+        if self.redis is None:
+            return MemoryWindowCounter()
+        return RedisWindowCounter(self.redis, namespace=f"hes:{self.settings.db_schema}:{name}")
 
     @property
     def ingest(self) -> IngestService:

@@ -48,7 +48,7 @@ def migrate_database(settings: Settings) -> list[int]:
     AlertDesk(env=env).close()
     ApiKeyRegistry(env=env).close()
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        install_chain(conn, settings.db_schema)  # the three domain logs: needs their tables
+        install_chain(conn, settings.db_schema)  # every event log: needs their tables
     factory = InfrastructureFactory.construct(Environment(MetersProjection.name, env))
     factory.tracking_recorder(MetersView)
     factory.close()

@@ -15,7 +15,9 @@ from domain.collection import ScheduleError, parse_schedules
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}\Z")
 
 
-_SECRET_FIELDS = frozenset({"jwt_secret", "smtp_password", "notification_key", "dlms_master_key"})
+_SECRET_FIELDS = frozenset(
+    {"jwt_secret", "smtp_password", "notification_key", "dlms_master_key", "metrics_token"}
+)
 
 
 def _redact_url(url: str) -> str:
@@ -76,6 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     import_batch_size: int = 500
     rate_limit_per_minute: int = 1200
     """Requests per minute per client address (Redis-backed when HES_REDIS_URL is set)."""
+    metrics_token: str | None = None
+    """Bearer token ``/metrics`` requires (for the Prometheus scraper); unset: open."""
     reading_partitions: int = 8
     """Number of READINGS subject partitions (one durable consumer each)."""
     retention_raw_days: int = 7
@@ -175,6 +179,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("HES_RETENTION_*_DAYS: must be at least 1")
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             raise SettingsError("HES_JWT_SECRET: must have at least 32 characters")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise SettingsError("HES_METRICS_TOKEN: must have at least 16 characters")
         if self.rate_limit_per_minute < 1:
             raise SettingsError("HES_RATE_LIMIT_PER_MINUTE: must be at least 1")
         if self.jwt_jwks_url is not None and self.jwt_jwks_file is not None:

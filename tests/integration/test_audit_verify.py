@@ -17,6 +17,7 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from commands.alerts import AlertDesk
+from commands.api_keys import ApiKeyRegistry
 from commands.audit_verify import (
     LOGS,
     Checkpoint,
@@ -30,6 +31,7 @@ from commands.context import Actor, CommandContext, Role
 from commands.meters import MeterRegistry
 from commands.tariffs import TariffBook
 from domain.alert import AlertType, Severity, series_id
+from domain.api_key import api_key_id
 from domain.detection import AlertDecision, Verdict
 from domain.meter import Meter
 from domain.pricing import TariffSpec
@@ -56,6 +58,7 @@ class Store:
     registry: MeterRegistry
     tariffs: TariffBook
     alerts: AlertDesk
+    api_keys: ApiKeyRegistry
     conn: psycopg.Connection[Any]
 
     @property
@@ -73,7 +76,12 @@ class Store:
 
     def aggregate(self, log: str, events: int = 4) -> UUID:
         """A new aggregate of the log with ``events`` events (2 to 4); version n by actor-n."""
-        build = {"meters": self.meter, "tariffs": self.tariff, "alerts": self.alert}[log]
+        build = {
+            "meters": self.meter,
+            "tariffs": self.tariff,
+            "alerts": self.alert,
+            "api_keys": self.api_key,
+        }[log]
         return build(events)
 
     def meter(self, events: int = 4) -> UUID:
@@ -132,6 +140,18 @@ class Store:
             step(ctx(version))
         return id_
 
+    def api_key(self, events: int = 4) -> UUID:
+        """A new API key with ``events`` events: created, rotated (twice), revoked."""
+        prefix = self.api_keys.create(new_serial("K"), ["viewer"], [], ctx(1)).key.prefix
+        steps: list[Callable[[CommandContext], object]] = [
+            lambda c: self.api_keys.rotate(prefix, c),
+            lambda c: self.api_keys.rotate(prefix, c),
+            lambda c: self.api_keys.revoke(prefix, "retired", c),
+        ]
+        for version, step in enumerate(steps[: events - 1], start=2):
+            step(ctx(version))
+        return api_key_id(prefix)
+
     def checkpoint(self, log: str) -> Checkpoint:
         """Checkpoint every log; the one taken of ``log``."""
         made = {c.log: c for c in create_checkpoint(self.conn, self.schema)}
@@ -140,7 +160,7 @@ class Store:
 
 @pytest.fixture
 def store(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """A freshly migrated store with three meters, a tariff and an alert in it."""
+    """A freshly migrated store with three meters, a tariff, an alert and an API key in it."""
     settings = Settings(
         database_url=services.database_url,
         db_schema=f"v_{RUN_ID}_{uuid.uuid4().hex[:6]}",
@@ -150,16 +170,18 @@ def store(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Itera
     migrate_database(settings)
     env = settings.eventsourcing_env()
     registry, tariffs, alerts = MeterRegistry(env=env), TariffBook(env=env), AlertDesk(env=env)
+    api_keys = ApiKeyRegistry(env=env)
     with psycopg.connect(services.database_url, autocommit=True) as conn:
-        s = Store(settings, registry, tariffs, alerts, conn)
+        s = Store(settings, registry, tariffs, alerts, api_keys, conn)
         for _ in range(3):
             s.meter()
         s.tariff()
         s.alert()
+        s.api_key()
         try:
             yield s
         finally:
-            for application in (registry, tariffs, alerts):
+            for application in (registry, tariffs, alerts, api_keys):
                 application.close()
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(s.schema)))
 
@@ -191,19 +213,20 @@ def test_events_written_through_the_applications_are_chained(store: Store, log: 
 
 def test_intact_store_verifies_clean_with_totals_and_each_log(store: Store) -> None:
     first = create_checkpoint(store.conn, store.schema)
-    # 3 meters x 4 events; a tariff of 4; an alert of 4 and its series of 3
+    # 3 meters x 4 events; a tariff of 4; an alert of 4 and its series of 3; an API key of 4
     assert [(c.log, c.position, c.events) for c in first] == [
         ("meters", 12, 12),
         ("tariffs", 4, 4),
         ("alerts", 7, 7),
+        ("api_keys", 4, 4),
     ]
     assert create_checkpoint(store.conn, store.schema) == []  # nothing new
     store.meter()
     store.alert(events=2)  # its series: 2 more events
     report = verify(store.conn, store.schema)
     assert report.intact, report.findings
-    assert (report.aggregates, report.events) == (4 + 1 + 4, 16 + 4 + 11)
-    assert (report.checkpoints, report.unanchored_events) == (3, 4 + 4)
+    assert (report.aggregates, report.events) == (4 + 1 + 4 + 1, 16 + 4 + 11 + 4)
+    assert (report.checkpoints, report.unanchored_events) == (4, 4 + 4)
     assert [
         (p.log, p.table, p.aggregates, p.events, p.checkpointed_position, p.unanchored_events)
         for p in report.logs
@@ -211,6 +234,7 @@ def test_intact_store_verifies_clean_with_totals_and_each_log(store: Store) -> N
         ("meters", "meters_events", 4, 16, 12, 4),
         ("tariffs", "tariffs_events", 1, 4, 4, 0),
         ("alerts", "alerts_events", 4, 11, 7, 4),
+        ("api_keys", "api_keys_events", 1, 4, 4, 0),
     ]
     assert report.events_per_second > 0
     second = create_checkpoint(store.conn, store.schema)
@@ -274,9 +298,11 @@ def test_a_single_log_store_upgrades_with_its_checkpoints_and_anchors(store: Sto
         ("meters", 1, 12),
         ("tariffs", 0, 6),
         ("alerts", 0, 7),
+        ("api_keys", 0, 4),
     ]
     store.alert()  # written through the trigger installed by the upgrade
-    assert [c.log for c in create_checkpoint(store.conn, store.schema)] == ["tariffs", "alerts"]
+    made = create_checkpoint(store.conn, store.schema)
+    assert [c.log for c in made] == ["tariffs", "alerts", "api_keys"]
     assert verify(store.conn, store.schema).intact
     result = CliRunner().invoke(app, ["audit", "verify", "--anchor", legacy], env=cli_env(store))
     assert result.exit_code == 0, result.output
@@ -415,7 +441,7 @@ def test_a_disabled_trigger_and_what_it_let_through_are_reported(store: Store) -
         ("alerts", "unchained", id_, 1),
         ("alerts", "unchained", series, 1),
     }
-    assert [p.intact for p in report.logs] == [True, True, False]
+    assert [p.intact for p in report.logs] == [True, True, False, True]
 
 
 def cli_env(store: Store) -> dict[str, str]:
@@ -439,6 +465,7 @@ def test_cli_exit_codes(store: Store) -> None:
         ("meters", 12),
         ("tariffs", 4),
         ("alerts", 7),
+        ("api_keys", 4),
     ]
     assert all(len(c["digest"]) == 64 for c in checkpoints)
     anchors = [f"{c['log']}:{c['position']}:{c['digest']}" for c in checkpoints]
@@ -471,7 +498,7 @@ def test_cli_exit_codes(store: Store) -> None:
     assert {(f["log"], f["kind"], f["aggregate_id"], f["version"]) for f in body["findings"]} >= {
         ("alerts", "altered", str(id_[0]), 1)
     }
-    assert [p["intact"] for p in body["logs"]] == [True, True, False]
+    assert [p["intact"] for p in body["logs"]] == [True, True, False, True]
     shown = runner.invoke(app, ["audit", "verify"], env=env)
     assert shown.exit_code == 1 and "TAMPERED" in shown.stdout and "alerts" in shown.stdout
     for bad in ("12:zz", "readings:1:" + "0" * 64, "meters:12", "meters:x:" + "0" * 64):

@@ -10,12 +10,13 @@ import msgspec
 import pytest
 import redis
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
 
 from api.app import create_app
 from api.auth import TokenService
 from commands.context import Role
 from hes.container import Container
-from hes.settings import Settings
+from hes.settings import Settings, SettingsError
 from tests.conftest import new_serial
 from tests.integration.gql import REGISTER, gql, meter_input
 
@@ -243,3 +244,34 @@ async def test_refusals_inside_handlers_and_resolvers_are_counted_too(
         'hes_access_denied_total{interface="graphql",reason="forbidden",'
         'target="Query.<resolver>"}' in metrics
     )
+
+
+async def test_metrics_token_closes_the_scrape_endpoint_to_everyone_else(
+    settings: Settings, tokens: TokenService, auth: Auth
+) -> None:
+    token = "scrape-" + new_serial("T") * 2
+    with pytest.raises(SettingsError, match="HES_METRICS_TOKEN"):
+        Settings(metrics_token="short")
+    async with _app(settings, tokens, metrics_token=token) as closed:
+        before = REGISTRY.get_sample_value(
+            "hes_access_denied_total",
+            {"interface": "rest", "target": "GET /metrics", "reason": "unauthenticated"},
+        )
+        for headers in (
+            {},
+            {"Authorization": f"Bearer {token}x"},
+            {"Authorization": token},
+            auth(Role.ADMIN),  # a user's token is not the scraper's
+        ):
+            refused = await closed.get("/metrics", headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.json()["code"] == "UNAUTHENTICATED"
+            assert "HES_METRICS_TOKEN" in refused.json()["detail"]
+            assert token not in refused.text
+        after = REGISTRY.get_sample_value(
+            "hes_access_denied_total",
+            {"interface": "rest", "target": "GET /metrics", "reason": "unauthenticated"},
+        )
+        assert (after or 0) - (before or 0) == 4
+        scraped = await closed.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200 and "hes_access_denied_total" in scraped.text

@@ -12,6 +12,7 @@ import pytest
 from eventsourcing.domain import CanMutateAggregate
 
 from commands.alerts import AlertDesk
+from commands.api_keys import ApiKeyRegistry
 from commands.audit import App, history, history_of, locate, resolve_id, state_at, state_of
 from commands.audit_verify import LOGS, parse_anchor
 from commands.context import Actor, CommandContext, Role
@@ -237,7 +238,7 @@ def apps(registry: MeterRegistry) -> Iterator[tuple[App, ...]]:
 
 
 def test_the_chained_logs_are_the_applications() -> None:
-    assert (MeterRegistry.name, TariffBook.name, AlertDesk.name) == LOGS
+    assert (MeterRegistry.name, TariffBook.name, AlertDesk.name, ApiKeyRegistry.name) == LOGS
 
 
 def test_ids_are_located_in_the_log_that_holds_them(apps: tuple[App, ...]) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from litestar.stores.memory import MemoryStore
 from prometheus_client import REGISTRY
 
+from adapters.window_counters import MemoryWindowCounter
 from api.dangerous import ConfirmationRequired, DangerousCommands, DangerousRateLimited, phrase
 from commands.context import Actor, Role
 
@@ -22,13 +22,13 @@ def _denied(target: str, reason: str) -> float:
 
 
 async def test_small_bulk_runs_without_confirmation_and_is_not_counted() -> None:
-    guard = DangerousCommands(MemoryStore(), bulk_threshold=10, per_hour=1)
+    guard = DangerousCommands(MemoryWindowCounter(), bulk_threshold=10, per_hour=1)
     for _ in range(5):
         await guard.admit(OPERATOR, "disconnectMeters", count=10, confirm=None)
 
 
 async def test_large_bulk_needs_the_exact_confirmation(caplog: pytest.LogCaptureFixture) -> None:
-    guard = DangerousCommands(MemoryStore(), bulk_threshold=10, per_hour=5)
+    guard = DangerousCommands(MemoryWindowCounter(), bulk_threshold=10, per_hour=5)
     before = _denied("disconnectMeters", "confirmation_required")
     for confirm in (None, "yes", "disconnectMeters 12", "disconnectMeters  11 "):
         with pytest.raises(ConfirmationRequired) as refused, caplog.at_level(logging.WARNING):
@@ -46,8 +46,8 @@ async def test_large_bulk_needs_the_exact_confirmation(caplog: pytest.LogCapture
 
 
 async def test_key_changes_always_need_confirmation_and_share_the_hourly_limit() -> None:
-    store = MemoryStore()
-    guard = DangerousCommands(store, bulk_threshold=10, per_hour=2)
+    counter = MemoryWindowCounter()
+    guard = DangerousCommands(counter, bulk_threshold=10, per_hour=2)
     with pytest.raises(ConfirmationRequired):
         await guard.admit(OPERATOR, "setMeterKeys", confirm=None, always=True)
     await guard.admit(OPERATOR, "setMeterKeys", confirm="setMeterKeys 1", always=True)
@@ -59,6 +59,6 @@ async def test_key_changes_always_need_confirmation_and_share_the_hourly_limit()
     # Another actor has its own budget; a second guard over the same store shares the counts.
     other = Actor(subject="oscar", roles=frozenset({Role.OPERATOR}))
     await guard.admit(other, "setMeterKeys", confirm="setMeterKeys 1", always=True)
-    replica = DangerousCommands(store, bulk_threshold=10, per_hour=2)
+    replica = DangerousCommands(counter, bulk_threshold=10, per_hour=2)
     with pytest.raises(DangerousRateLimited):
         await replica.admit(OPERATOR, "disconnectMeters", count=11, confirm="disconnectMeters 11")
