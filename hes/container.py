@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from adapters.metrics import record_ingest_metrics
+from adapters.nats.closing import drain_or_close
 from adapters.nats.dead_letters import DeadLetterPublisher
 from adapters.nats.ingest_listener import IngestListener
 from adapters.nats.reading_publisher import ReadingPublisher
@@ -171,7 +172,7 @@ class Container:
         if self._listener is not None:
             await self._listener.stop()
         if self.nats is not None:
-            await self.nats.drain()
+            await drain_or_close(self.nats)
         await self.pool.close()
         if self.redis is not None:
             await self.redis.aclose()

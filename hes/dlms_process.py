@@ -24,10 +24,12 @@ from adapters.dlms.executor import EXECUTOR, CommandExecutor
 from adapters.dlms.gurux_session import GuruxSessionFactory
 from adapters.dlms.key_vault import KeyCipher
 from adapters.dlms.meter_access import MeterAccess
+from adapters.dlms.push_layout import PushLayout
 from adapters.dlms.push_listener import PushDirectory, PushListener
 from adapters.dlms.reading_outlet import ReadingOutlet
 from adapters.dlms.scheduler import CollectionScheduler
 from adapters.dlms.session import SessionFactory
+from adapters.nats.closing import drain_or_close
 from adapters.nats.dead_letters import DeadLetterPublisher
 from adapters.nats.reading_publisher import ReadingPublisher
 from commands.context import CommandContext
@@ -117,6 +119,7 @@ class DlmsService:
             PushDirectory(self.pool, s.db_schema, self.cipher),
             s.host,
             s.dlms_push_port,
+            layout=PushLayout.parse(s.dlms_push_layout),
         )
 
     @property
@@ -170,7 +173,7 @@ class DlmsService:
     async def close(self) -> None:
         """Close NATS, the pool and the registry."""
         if self.nc is not None:
-            await self.nc.drain()
+            await drain_or_close(self.nc)
         await self.pool.close()
         await asyncio.to_thread(self.registry.close)
 

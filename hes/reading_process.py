@@ -14,6 +14,7 @@ import time
 import nats
 from prometheus_client import start_http_server
 
+from adapters.nats.closing import drain_or_close
 from hes.embedded import spawn_child
 from hes.settings import Settings
 from projections.reading_worker import ReadingWorker
@@ -43,7 +44,7 @@ async def run_reading_workers(settings: Settings) -> None:
     try:
         await worker.run(stop)
     finally:
-        await nc.drain()
+        await drain_or_close(nc)
 
 
 class WorkerProcess:

@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
+from adapters.dlms.push_layout import DEFAULT_PUSH_LAYOUT_TEXT, PushLayout, PushLayoutError
 from domain.collection import ScheduleError, parse_schedules
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}\Z")
@@ -141,6 +142,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """DLMS sessions open at once across the fleet (collector and command executor)."""
     dlms_push_port: int = 4059
     """TCP port (on ``HES_HOST``) of the DLMS push listener (wrapper data-notifications)."""
+    dlms_push_layout: str = DEFAULT_PUSH_LAYOUT_TEXT
+    """Registers after device name and clock in every push body: ``OBIS:scaler:unit,...``."""
     dlms_master_key: str | None = None
     """Key sealing meters' DLMS secrets (32 bytes, hex or base64); generated into data_dir."""
     dlms_schedule: str = "registers=15m,profile=1d,events=1h"
@@ -181,6 +184,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("HES_JWT_SECRET: must have at least 32 characters")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             raise SettingsError("HES_METRICS_TOKEN: must have at least 16 characters")
+        try:
+            PushLayout.parse(self.dlms_push_layout)
+        except PushLayoutError as exc:
+            raise SettingsError(f"HES_DLMS_PUSH_LAYOUT: {exc}") from None
         if self.rate_limit_per_minute < 1:
             raise SettingsError("HES_RATE_LIMIT_PER_MINUTE: must be at least 1")
         if self.jwt_jwks_url is not None and self.jwt_jwks_file is not None:

@@ -7,8 +7,8 @@ unprotected from an HLS meter, a replay, or undecipherable is rejected: counted 
 ``hes_dlms_pushes_total`` and dead-lettered with its reason and bytes. Nothing a peer sends can
 stop the listener: a broken wrapper stream closes that one connection.
 
-Body layout (the meter's push setup object list, fixed for the fleet): logical device name,
-clock, then the raw values of the quantities in ``PUSH_VALUES`` with their scaler and unit.
+Body layout (the meters' push setup object list, one for the fleet): logical device name,
+clock, then the raw values of the registers of the ``PushLayout`` (``HES_DLMS_PUSH_LAYOUT``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from adapters.dlms import axdr
 from adapters.dlms.cipher import GENERAL_GLO_CIPHERING, CipherError, Keys, decipher_apdu
-from adapters.dlms.cosem import ScalerUnit, Scaling, ScalingError
+from adapters.dlms.cosem import ScalingError
 from adapters.dlms.cosem_time import CosemTimeError, decode_datetime, encode_datetime
 from adapters.dlms.key_vault import KeyCipher, KeyVaultError, load_many_keys
 from adapters.dlms.link import WRAPPER_HEADER
+from adapters.dlms.push_layout import DEFAULT_PUSH_LAYOUT, PushLayout
 from adapters.dlms.reading_outlet import ReadingOutlet
 from adapters.dlms.session import MeterTarget
 from adapters.metrics import DLMS_PUSHES
@@ -45,13 +46,6 @@ from domain.values import MeterStatus, SecurityLevel
 log = logging.getLogger(__name__)
 
 DATA_NOTIFICATION = 0x0F
-PUSH_VALUES: tuple[tuple[str, ScalerUnit], ...] = (
-    ("1.0.1.8.0.255", ScalerUnit(0, 30)),
-    ("1.0.2.8.0.255", ScalerUnit(0, 30)),
-    ("1.0.32.7.0.255", ScalerUnit(-1, 35)),
-    ("1.0.31.7.0.255", ScalerUnit(-2, 33)),
-)
-_PUSH_SCALING = tuple(Scaling.of(obis, scaler_unit) for obis, scaler_unit in PUSH_VALUES)
 MAX_APDU = 4096
 _BATCH_POLL_S = 0.002
 _READ_CHUNK = 65536
@@ -255,6 +249,7 @@ class PushListener:
         max_delay: float = 0.02,
         max_in_flight: int = 2,
         queue_size: int = 20_000,
+        layout: PushLayout = DEFAULT_PUSH_LAYOUT,
     ) -> None:
         self.outlet = outlet
         self.dead_letters = dead_letters
@@ -264,6 +259,7 @@ class PushListener:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.max_in_flight = max_in_flight
+        self.layout = layout
         self._queue: asyncio.Queue[Received] = asyncio.Queue(queue_size)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -432,7 +428,7 @@ class PushListener:
                 titles.add(title)
             elif item.apdu[:1] == _NOTIFICATION_TAG:
                 try:
-                    parsed = _notification(item.apdu)
+                    parsed = _notification(item.apdu, self.layout)
                 except PushRejected as exc:
                     parsed = exc
                 else:
@@ -523,7 +519,7 @@ class PushListener:
                     "decipher", f"meter {target.serial}: {exc}", target.serial
                 ) from None
             apdu, ic = deciphered.apdu, deciphered.invocation_counter
-            name, at, values = _notification(apdu)
+            name, at, values = _notification(apdu, self.layout)
             if name is not None and target.serial.upper() not in _serials_of(name):
                 raise PushRejected(
                     "identity",
@@ -533,7 +529,7 @@ class PushListener:
         elif apdu[:1] == _NOTIFICATION_TAG:
             if isinstance(parsed, PushRejected):
                 raise parsed
-            name, at, values = parsed if parsed is not None else _notification(apdu)
+            name, at, values = parsed if parsed is not None else _notification(apdu, self.layout)
             if name is None:
                 raise PushRejected("unknown-meter", "plain push without a logical device name")
             known = next(
@@ -558,7 +554,7 @@ class PushListener:
         try:
             readings = [
                 Reading(scaling.quantity.id, at, scaling.apply(raw))
-                for scaling, raw in zip(_PUSH_SCALING, values, strict=True)
+                for scaling, raw in zip(self.layout.scalings, values, strict=True)
             ]
         except (ScalingError, ValueError) as exc:
             raise PushRejected(
@@ -568,11 +564,15 @@ class PushListener:
 
 
 def encode_notification(
-    logical_device_name: str, at: datetime, raw_values: Sequence[int], invoke_id: int = 1
+    logical_device_name: str,
+    at: datetime,
+    raw_values: Sequence[int],
+    invoke_id: int = 1,
+    layout: PushLayout = DEFAULT_PUSH_LAYOUT,
 ) -> bytes:
-    """A plain DATA-NOTIFICATION APDU in the push layout (for load tests and test meters)."""
-    if len(raw_values) != len(PUSH_VALUES):
-        raise ValueError(f"the push layout has {len(PUSH_VALUES)} values")
+    """A plain DATA-NOTIFICATION APDU in ``layout`` (for load tests and test meters)."""
+    if len(raw_values) != len(layout):
+        raise ValueError(f"the push layout has {len(layout)} values")
     body = axdr.structure(
         [
             axdr.octets(logical_device_name.encode("ascii")),
@@ -623,14 +623,16 @@ _FAST_INTS: dict[int, struct.Struct] = {
 }
 
 
-def _fast_body(buf: bytes, pos: int) -> tuple[bytes, bytes, list[object]] | None:
+def _fast_body(
+    buf: bytes, pos: int, layout: PushLayout
+) -> tuple[bytes, bytes, list[object]] | None:
     """The push layout decoded without the general A-XDR decoder (None: use that one).
 
     Handles exactly: structure of an octet string, an octet string and integers, with short
     lengths; anything else (or anything wrong) goes through ``axdr.decode_all``, which
     names the problem.
     """
-    count = 2 + len(PUSH_VALUES)
+    count = 2 + len(layout)
     if buf[pos : pos + 2] != bytes((2, count)):
         return None
     pos += 2
@@ -642,7 +644,7 @@ def _fast_body(buf: bytes, pos: int) -> tuple[bytes, bytes, list[object]] | None
         strings.append(buf[pos + 2 : end])
         pos = end
     values: list[object] = []
-    for _ in PUSH_VALUES:
+    for _ in layout.values:
         fmt = _FAST_INTS.get(buf[pos]) if pos < len(buf) else None
         if fmt is None or pos + 1 + fmt.size > len(buf):
             return None
@@ -653,7 +655,7 @@ def _fast_body(buf: bytes, pos: int) -> tuple[bytes, bytes, list[object]] | None
     return strings[0], strings[1], values
 
 
-def _notification(apdu: bytes) -> _Plain:
+def _notification(apdu: bytes, layout: PushLayout) -> _Plain:
     """(logical device name, clock, raw values) of a plain DATA-NOTIFICATION APDU."""
     try:
         if len(apdu) < 6 or apdu[0] != DATA_NOTIFICATION:
@@ -664,17 +666,16 @@ def _notification(apdu: bytes) -> _Plain:
         if len(stamp) != length or length not in (0, 12):
             raise PushRejected("malformed", "data-notification date-time is not 0 or 12 octets")
         pos += length
-        fast = _fast_body(apdu, pos)
+        fast = _fast_body(apdu, pos, layout)
         if fast is not None:
             name_bytes, clock_bytes, raw = fast
             return name_bytes.decode("ascii", "replace"), decode_datetime(clock_bytes), raw
         body = axdr.decode_all(apdu[pos:])
         items = body.items()
-        if len(items) != 2 + len(PUSH_VALUES):
+        if len(items) != 2 + len(layout):
             raise PushRejected(
                 "malformed",
-                f"notification body has {len(items)} values, "
-                f"the push layout {2 + len(PUSH_VALUES)}",
+                f"notification body has {len(items)} values, the push layout {2 + len(layout)}",
             )
         name_raw, clock = items[0].value, items[1].value
         if not isinstance(name_raw, bytes | str) or not isinstance(clock, bytes):

@@ -18,6 +18,7 @@ import pytest
 
 from adapters.dlms import wrapper
 from adapters.dlms.cipher import SC_AUTHENTICATED_ENCRYPTED, cipher_apdu
+from adapters.dlms.push_layout import PushLayout
 from adapters.dlms.push_listener import PushListener, encode_notification
 from adapters.dlms.simulator import simulated_keys
 from adapters.metrics import DLMS_PUSHES
@@ -286,3 +287,45 @@ async def test_a_meter_s_pushes_split_anywhere_and_over_many_batches_are_taken_i
     assert counted("replay") == before["replay"] and counted("malformed") == before["malformed"]
     last = "SELECT server_last FROM {s}.dlms_invocation_counters WHERE meter_id = %s"
     assert await scalar(settings, last, meter) == 1_199
+
+
+async def test_the_fleet_push_layout_decides_how_bodies_are_read(
+    settings: Settings,
+    projection: SupervisedProjection,
+    reading_worker: WorkerThread,
+    registry: MeterRegistry,
+) -> None:
+    layout = PushLayout.parse("1.0.1.8.0.255:3:30,1.0.32.7.0.255:-1:35")
+    meter = register(registry, profile(4061), serial="PUSH00004")
+    await meter_visible(settings, meter)
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    before = {o: counted(o) for o in ("accepted", "malformed")}
+    service = DlmsService(dlms_settings(settings))
+    await service.open()
+    wired = service.listener
+    custom = PushListener(
+        wired.outlet, wired.dead_letters, wired.directory, "127.0.0.1", 0, layout=layout
+    )
+    stop = asyncio.Event()
+    await custom.start()
+    task = asyncio.create_task(custom.run(stop))
+    try:
+        mine = encode_notification("HESPUSH00004", at, (42, 2317), layout=layout)
+        # the default layout's four values are not this fleet's push
+        await send(custom, wrapper.encode(1, 1, mine), push("HESPUSH00004"))
+        await eventually(lambda: _at_least(settings, meter, 2))
+        await eventually(lambda: _handled(custom, 2))
+    finally:
+        stop.set()
+        await task
+        await service.close()
+    assert (custom.accepted, custom.rejected) == (1, 1)
+    assert counted("malformed") - before["malformed"] == 1
+    energy = "SELECT value FROM {s}.readings WHERE meter_id = %s AND quantity = %s"
+    assert await scalar(settings, energy, meter, BY_OBIS["1.0.1.8.0.255"].id) == 42_000.0
+    assert await scalar(settings, energy, meter, BY_OBIS["1.0.32.7.0.255"].id) == 231.7
+    assert await stored(settings, meter) == 2
+
+
+async def _handled(listener: PushListener, count: int) -> bool:
+    return listener.accepted + listener.rejected >= count

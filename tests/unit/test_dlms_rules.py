@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
 
 from adapters.dlms.cosem import ScalerUnit, ScalingError, scaled
+from adapters.dlms.push_layout import DEFAULT_PUSH_LAYOUT_TEXT, PushLayout, PushLayoutError
 from domain.collection import (
     ScheduleError,
     Schedules,
@@ -24,6 +26,7 @@ from domain.profile_ledger import (
     record_read,
     slot,
 )
+from hes.settings import Settings, SettingsError
 
 P = 900
 DAY = date(2025, 3, 1)
@@ -163,3 +166,34 @@ def test_scaler_unit_attribute_shape_is_checked() -> None:
     for bad in ([1], "ab", [1, 2, 3], [True, 35], [40, 35]):
         with pytest.raises(ScalingError):
             ScalerUnit.parse(bad, "x")
+
+
+def test_push_layouts_are_parsed_and_checked_against_the_catalogue() -> None:
+    layout = PushLayout.parse(" 1.0.1.8.0.255:3:30 , 1.0.32.7.0.255:-1:35")
+    assert layout.values == (
+        ("1.0.1.8.0.255", ScalerUnit(3, 30)),
+        ("1.0.32.7.0.255", ScalerUnit(-1, 35)),
+    )
+    assert [s.apply(r) for s, r in zip(layout.scalings, (12, 2314), strict=True)] == [
+        12_000.0,
+        231.4,
+    ]
+    assert len(PushLayout.parse(DEFAULT_PUSH_LAYOUT_TEXT)) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "push value 1 '': not OBIS:scaler:unit"),
+        ("1.0.1.8.0.255:0", "not OBIS:scaler:unit"),
+        ("1.0.1.8.0.255:x:30", "scaler and unit must be integers"),
+        ("1.0.1.8.0.255:0:30,1.0.99.7.0.255:0:35", "push value 2: 1.0.99.7.0.255 is not a"),
+        ("1.0.32.7.0.255:0:30", "push value 1: 1.0.32.7.0.255 is reported in unit code 30"),
+        ("1.0.1.8.0.255:13:30", "scaler outside -12..12"),
+    ],
+)
+def test_bad_push_layouts_name_the_value_and_the_rule(text: str, message: str) -> None:
+    with pytest.raises(PushLayoutError, match=re.escape(message)):
+        PushLayout.parse(text)
+    with pytest.raises(SettingsError, match="HES_DLMS_PUSH_LAYOUT: push value"):
+        Settings(dlms_push_layout=text)
