@@ -211,10 +211,10 @@ async def load_keys(
     """The secrets of ``meter`` at ``version``, read through an async pool (sessions)."""
     if version <= 0:
         return MeterKeys()
-    async with pool.connection() as conn:
-        cur = await conn.execute(sql.SQL(_SELECT).format(sql.Identifier(schema)), (meter, version))
-        rows = await cur.fetchall()
-    return cipher.open_rows(meter, version, rows)
+    opened = (await load_many_keys(pool, schema, cipher, [(meter, version)]))[(meter, version)]
+    if isinstance(opened, KeyVaultError):
+        raise opened
+    return opened
 
 
 async def load_many_keys(

@@ -50,6 +50,12 @@ def ctx(version: int) -> CommandContext:
     return CommandContext(actor=Actor(subject=f"actor-{version}", roles=frozenset({Role.ADMIN})))
 
 
+def _follow(steps: list[Callable[[CommandContext], object]], events: int) -> None:
+    """Run the first ``events - 1`` steps, step n as the caller of version n + 1."""
+    for version, step in enumerate(steps[: events - 1], start=2):
+        step(ctx(version))
+
+
 @dataclass
 class Store:
     """An event store of its own (schema ``v_<run>_<n>``), dropped after the test."""
@@ -136,8 +142,7 @@ class Store:
             lambda c: self.alerts.raise_or_recur(decision, c),
             lambda c: self.alerts.resolve(id_, "fixed", c),
         ]
-        for version, step in enumerate(steps[: events - 1], start=2):
-            step(ctx(version))
+        _follow(steps, events)
         return id_
 
     def api_key(self, events: int = 4) -> UUID:
@@ -148,8 +153,7 @@ class Store:
             lambda c: self.api_keys.rotate(prefix, c),
             lambda c: self.api_keys.revoke(prefix, "retired", c),
         ]
-        for version, step in enumerate(steps[: events - 1], start=2):
-            step(ctx(version))
+        _follow(steps, events)
         return api_key_id(prefix)
 
     def checkpoint(self, log: str) -> Checkpoint:
