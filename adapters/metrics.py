@@ -115,3 +115,20 @@ DLMS_PUSHES = Counter(
 DLMS_SESSIONS = Counter(
     "hes_dlms_sessions_total", "DLMS session attempts with meters, by outcome", ["outcome"]
 )
+
+PROJECTION_FAILURES = Counter(
+    "hes_projection_failures_total",
+    "Failed attempts of a projection, relay or notifier to apply an event (each retry counts)",
+    ["projection"],
+)
+PROJECTION_STALLED = Gauge(
+    "hes_projection_stalled",
+    "1 while a projection, relay or notifier is stuck (failing, retrying with backoff)",
+    ["projection"],
+    multiprocess_mode="livemax",  # a stopped process no longer says anything
+)
+CHILD_RESTARTS = Counter(
+    "hes_child_restarts_total",
+    "Restarts of a child process (reading workers, DLMS) or an embedded server by `hes up`",
+    ["child"],
+)

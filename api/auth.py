@@ -21,7 +21,9 @@ import jwt
 import msgspec
 from jwt import PyJWK, PyJWKClient, PyJWKSet
 
+from adapters.key_file import load_or_create_key_file
 from commands.context import Actor, Role, Scope
+from domain.text import CODE_RE, CODE_RULE, refused_character
 
 ALGORITHM = "HS256"
 ASYMMETRIC = frozenset(
@@ -215,6 +217,11 @@ class TokenService:
         subject = claims["sub"]
         if not isinstance(subject, str) or not 0 < len(subject) <= 200:
             raise Unauthenticated("token claim 'sub' must be a string of 1..200 characters")
+        if refused_character(subject) is not None:
+            # the subject is recorded as the actor of every command: text rules apply
+            raise Unauthenticated("token claim 'sub' must not hold control characters")
+        if isinstance(customer, str) and not CODE_RE.fullmatch(customer):
+            raise Unauthenticated(f"token claim 'customer_account' must be {CODE_RULE}")
         return Actor(
             subject=subject,
             roles=frozenset(roles),
@@ -247,11 +254,6 @@ def jwks_from(url: str | None, file: Path | None) -> JwksKeys | None:
 
 def load_or_create_secret(data_dir: Path) -> str:
     """The signing secret kept in ``data_dir/jwt-secret`` (created, mode 0600, on first use)."""
-    path = data_dir / "jwt-secret"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    path.touch(mode=0o600)
-    path.write_text(secret)
-    return secret
+    return load_or_create_key_file(
+        data_dir / "jwt-secret", lambda: secrets.token_urlsafe(48)
+    ).strip()

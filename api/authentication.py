@@ -15,7 +15,6 @@ from uuid import UUID
 
 import anyio.to_thread
 import msgspec
-from litestar import Request
 from litestar.datastructures import Headers
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
@@ -138,11 +137,3 @@ class AuthenticationMiddleware(ASGIMiddleware):
         auth = await authenticator.from_headers(Headers.from_scope(scope))
         scope.setdefault("state", {})[STATE_KEY] = auth  # type: ignore[typeddict-item]
         await next_app(scope, receive, send)
-
-
-def client_identity(request: Request[Any, Any, Any]) -> str:
-    """Rate-limit key: the authenticated caller, else the client address."""
-    auth = authentication_of(request.scope)
-    if auth.actor is not None:
-        return f"actor:{auth.actor.subject}"
-    return f"ip:{request.client.host if request.client else 'unknown'}"

@@ -12,8 +12,8 @@ from strawberry.litestar import BaseContext
 from api.auth import TokenService, Unauthenticated
 from api.authentication import ANONYMOUS, Authentication, Authenticator
 from api.dangerous import DangerousCommands
+from api.services import Services
 from commands.context import Actor, CommandContext
-from hes.container import Container
 
 _CORRELATION_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _IDEMPOTENCY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -39,7 +39,7 @@ def check_idempotency_key(key: str | None) -> str | None:
 class RequestContext(BaseContext, kw_only=True):
     """What a resolver or handler needs to know about the request it serves."""
 
-    container: Container
+    container: Services
     tokens: TokenService
     authorization: str | None
     correlation_id: str

@@ -6,7 +6,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import correlation_id
-from hes.logs import CORRELATION_ID
+from config.logs import CORRELATION_ID
 
 HEADER = b"x-correlation-id"
 

@@ -12,7 +12,7 @@ from litestar.types import Scope
 from api.auth import TokenService
 from api.authentication import authentication_of
 from api.context import RequestContext, correlation_id
-from hes.container import Container
+from api.services import Services
 
 
 async def request_context(request: Request[Any, Any, Any]) -> RequestContext:
@@ -27,7 +27,7 @@ async def graphql_context(state: State, headers: dict[str, str], scope: Scope) -
 
 def context_from(state: State, headers: Mapping[str, str], scope: Scope) -> RequestContext:
     """Build the per-request context from application state, headers and the resolved caller."""
-    container: Container = state.container
+    container: Services = state.container
     tokens: TokenService = state.tokens
     return RequestContext(
         container=container,

@@ -1,4 +1,4 @@
-"""The Litestar guard that checks every route against ``commands.access.REST``."""
+"""The Litestar guard that checks every route against ``api.rest.operations.REST``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from litestar.handlers.base import BaseRouteHandler
 from api.auth import Unauthenticated
 from api.authentication import authentication_of
 from api.denials import Reason, record_denial
-from commands.access import REST
+from api.rest.operations import REST
 from domain.errors import Forbidden
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from commands.meters import CommandOutcome, Outcome
 from commands.tariffs import Outcome as TariffOutcome
 from domain.meter import Meter
+from domain.meter_view import meter_state
 from domain.tariff import Tariff
 from projections.dlms_queries import DlmsQueries, RemoteCommandRow
 from projections.meters_queries import MeterQueries, MeterRow
@@ -13,30 +16,7 @@ from projections.tariffs_queries import TariffQueries, TariffRow
 
 def row_from_aggregate(meter: Meter) -> MeterRow:
     """The read-model row the projection will write for this aggregate state."""
-    spec = meter.spec
-    return MeterRow(
-        id=meter.id,
-        serial=spec.serial,
-        manufacturer=spec.manufacturer,
-        model=spec.model,
-        firmware=spec.firmware,
-        meter_type=spec.meter_type,
-        phases=spec.phases,
-        region=spec.region,
-        area=spec.area,
-        status=meter.status,
-        customer_account=meter.customer_account,
-        location=meter.location,
-        connection=spec.connection,
-        concentrator_id=spec.concentrator_id,
-        sim_card=spec.sim_card,
-        registered_at=meter.created_on,
-        commissioned_at=meter.commissioned_at,
-        decommissioned_at=meter.decommissioned_at,
-        decommission_reason=meter.decommission_reason,
-        updated_at=meter.modified_on,
-        version=meter.version,
-    )
+    return MeterRow(**msgspec.structs.asdict(meter_state(meter)))
 
 
 async def present(outcome: Outcome, queries: MeterQueries, wait_seconds: float) -> MeterRow:

@@ -1,15 +1,18 @@
-"""Who may call which GraphQL field and REST route: the one table both interfaces enforce.
+"""Who may run which command or query: one table keyed by operation name, for every interface.
 
-GraphQL root fields are named ``Query.<field>``, ``Mutation.<field>``, ``Subscription.<field>``;
-REST routes ``<METHOD> <path template>`` (``WS`` for websockets). A caller passes when it holds
-any listed role or any listed scope; ``PUBLIC`` needs no credentials. Anything missing from the
-table is refused (and the authorization-table test fails), so a new field or route cannot go
-live unprotected. Mutations take their roles from ``commands.policy.COMMAND_ROLES``, which the
-command handlers check again (defence in depth). Finer rules, such as a customer seeing only
-their own meters, are checked where the data is read.
+Commands take their names and roles from ``commands.policy.COMMAND_ROLES`` (the command handlers
+check them again: defence in depth); queries, subscriptions and reads are named here. The
+transports map their doors to these names (``api.graphql.operations`` each root field,
+``api.rest.operations`` each ``METHOD /path`` route) and look the rule up through them, so the
+commands layer names no transport. A caller passes when it holds any listed role or any listed
+scope; ``PUBLIC`` needs no credentials. A door missing from its transport's mapping is refused
+(and the authorization-table test fails), so a new field or route cannot go live unprotected.
+Finer rules, such as a customer seeing only their own meters, are checked where the data is read.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import msgspec
 
@@ -47,130 +50,130 @@ def roles(*names: Role) -> Access:
     return Access(roles=frozenset(names))
 
 
-def command(*names: str) -> Access:
-    """Open to the roles that may run any of the commands ``names``."""
-    return Access(roles=frozenset().union(*(COMMAND_ROLES[n] for n in names)))
-
-
 PUBLIC = Access(public=True)
 READERS = Access(roles=READ_ROLES)
 """Everyone with a role; customers are narrowed to their own meters where data is read."""
 STAFF = roles(Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR)
 AUDITORS = Access(roles=AUDIT_ROLES)
-ADMINS = roles(Role.ADMIN)
-OPERATORS = roles(Role.OPERATOR, Role.ADMIN)
 EXPORT = Access(roles=READ_ROLES, scopes=frozenset({Scope.EXPORT}))
+
 INGEST = Access(scopes=frozenset({Scope.INGEST}))
 
-GRAPHQL: dict[str, Access] = {
+QUERIES: dict[str, Access] = {
+    # who is calling and what they may use (the console builds its pages from it)
+    "identifyCaller": READERS,
+    # the operations dashboard (read once or watched live)
+    "viewDashboard": STAFF,
     # meters
-    "Query.meters": READERS,
-    "Query.meter": READERS,
-    "Mutation.registerMeter": command("registerMeter"),
-    "Mutation.commissionMeter": command("commissionMeter"),
-    "Mutation.assignCustomer": command("assignCustomer"),
-    "Mutation.unassignCustomer": command("unassignCustomer"),
-    "Mutation.changeConnectionProfile": command("changeConnectionProfile"),
-    "Mutation.decommissionMeter": command("decommissionMeter"),
+    "listMeters": READERS,
+    "getMeter": READERS,
+    "readMeterImportTemplate": PUBLIC,
+    # customers (customers see only their own; phone and e-mail only for operators and admins)
+    "listCustomers": READERS,
+    "getCustomer": READERS,
+    "getMeterCustomer": READERS,
+    "countCustomersPerArea": STAFF,
+    "readCustomerImportTemplate": PUBLIC,
     # readings
-    "Query.readings": READERS,
-    "Query.aggregates": READERS,
-    "Query.regionalLoad": STAFF,
-    "Query.fleet": STAFF,
-    "Subscription.liveReadings": READERS,
+    "listReadings": READERS,
+    "readLatestReadings": READERS,
+    "readAggregates": READERS,
+    "readRegionalLoad": STAFF,
+    "readFleet": STAFF,
+    "watchReadings": READERS,
+    # telemetry ingest (machine clients) and MDM / billing export
+    "ingestTelemetry": INGEST,
+    "exportIntervals": EXPORT,
+    "exportBillingDeterminants": EXPORT,
     # audit
-    "Query.history": AUDITORS,
-    "Query.stateAt": AUDITORS,
-    "Query.aggregateStateAt": AUDITORS,
-    # tariffs
-    "Query.tariffs": STAFF,
-    "Query.currentTariff": READERS,
-    "Query.tariffHistory": STAFF,
-    "Mutation.createTariff": command("createTariff"),
-    "Mutation.applyTariffOverride": command("applyTariffOverride"),
-    "Mutation.clearTariffOverride": command("clearTariffOverride"),
+    "readHistory": AUDITORS,
+    "readStateAt": AUDITORS,
+    "readAggregateStateAt": AUDITORS,
+    "readLastAuditVerification": AUDITORS,
+    # tariffs; an override's reason and author are internal: customers see price and validity
+    "listTariffs": STAFF,
+    "readCurrentTariff": READERS,
+    "readTariffHistory": STAFF,
+    "readTariffOverrideInternals": STAFF,
+    "watchTariffChanges": READERS,
     # alerts (customers see those of their own meters)
-    "Query.alerts": READERS,
-    "Query.alert": READERS,
-    "Mutation.acknowledgeAlert": command("acknowledgeAlert"),
-    "Mutation.resolveAlert": command("resolveAlert"),
-    "Subscription.alertRaised": READERS,
-    "Subscription.tariffChanged": READERS,
-    # bulk relay disconnect: a dangerous command above the threshold (api.dangerous)
-    "Mutation.disconnectMeters": command("requestDisconnect"),
+    "listAlerts": READERS,
+    "getAlert": READERS,
+    "watchAlertsRaised": READERS,
+    "watchAlertChanges": READERS,
     # API keys
-    "Query.apiKeys": AUDITORS,
-    "Mutation.createApiKey": command("createApiKey"),
-    "Mutation.rotateApiKey": command("rotateApiKey"),
-    "Mutation.revokeApiKey": command("revokeApiKey"),
-    # notifications: every role manages its own subscriptions (ownership checked in the store)
-    "Query.notificationSubscriptions": READERS,
-    "Query.notificationDeliveries": READERS,
-    "Mutation.createNotificationSubscription": command("manageNotificationSubscriptions"),
-    "Mutation.updateNotificationSubscription": command("manageNotificationSubscriptions"),
-    "Mutation.deleteNotificationSubscription": command("manageNotificationSubscriptions"),
-    # DLMS: remote commands (operators), keys (admins), meters' DLMS state (staff)
-    "Query.remoteCommands": STAFF,
-    "Query.remoteCommand": STAFF,
-    "Query.meterCommunication": STAFF,
-    "Query.meterDlmsState": STAFF,
-    "Query.meterLogEvents": STAFF,
-    "Query.loadProfileLedger": STAFF,
-    "Mutation.disconnectMeter": command("requestDisconnect"),
-    "Mutation.reconnectMeter": command("requestReconnect"),
-    "Mutation.synchronizeMeterClock": command("requestClockSync"),
-    "Mutation.readMeterOnDemand": command("requestOnDemandRead"),
-    "Mutation.retryRemoteCommand": OPERATORS,
-    "Mutation.setMeterKeys": command("setMeterKeys"),
+    "listApiKeys": AUDITORS,
+    # notifications: every role reads its own subscriptions and deliveries (checked in the store)
+    "listNotificationSubscriptions": READERS,
+    "listNotificationDeliveries": READERS,
+    # DLMS: remote commands, communication, a meter's DLMS state, profiles and capabilities
+    "listRemoteCommands": STAFF,
+    "getRemoteCommand": STAFF,
+    "readMeterCommunication": STAFF,
+    "readMeterDlmsState": STAFF,
+    "readMeterLogEvents": STAFF,
+    "readLoadProfileLedger": STAFF,
+    "listDlmsProfiles": STAFF,
+    "readDlmsCapabilities": STAFF,
+    "readMeterCollection": STAFF,
+    # SIM inventory: staff read it (customers do not: a SIM's numbers are the utility's)
+    "listSims": STAFF,
+    "getSim": STAFF,
+    "getMeterSim": STAFF,
+    "countSims": STAFF,
+    "readSimImportTemplate": PUBLIC,
+    # fleet operations: staff (viewers included) follow images, TOU plans and campaigns
+    "listFirmwareImages": STAFF,
+    "listTouPlans": STAFF,
+    "listCampaigns": STAFF,
+    "getCampaign": STAFF,
+    "watchCampaignProgress": STAFF,
+    # consumption insights: a meter's own figures for its customer too; the feed is for staff
+    "readConsumptionPattern": READERS,
+    "readMeterForecast": READERS,
+    "readAnomalyScores": READERS,
+    "readRegionForecasts": STAFF,
+    "listInsights": STAFF,
+    "listPrioritizedAlerts": STAFF,
+    "readLastAnalysis": STAFF,
 }
+"""Queries, subscriptions and other reads, by name."""
 
-REST: dict[str, Access] = {
-    # GraphQL over HTTP and websocket: each field is checked by the GRAPHQL table
-    "GET /graphql": PUBLIC,
-    "POST /graphql": PUBLIC,
-    "WS /graphql": PUBLIC,
-    # probes, metrics, API description
-    "GET /health/live": PUBLIC,
-    "GET /health/ready": PUBLIC,
-    "GET /metrics": PUBLIC,
-    "GET /schema": PUBLIC,
-    "GET /schema/openapi.json": PUBLIC,
-    "GET /schema/openapi.yaml": PUBLIC,
-    "GET /schema/openapi.yml": PUBLIC,
-    "GET /schema/scalar": PUBLIC,
-    "GET /schema/swagger": PUBLIC,
-    "GET /schema/oauth2-redirect.html": PUBLIC,
-    "GET /schema/{path}": PUBLIC,
-    # meter commands and import
-    "POST /api/v1/commands/meters/register": command("registerMeter"),
-    "POST /api/v1/commands/meters/{meter_id}/commission": command("commissionMeter"),
-    "POST /api/v1/commands/meters/{meter_id}/assign-customer": command("assignCustomer"),
-    "POST /api/v1/commands/meters/{meter_id}/unassign-customer": command("unassignCustomer"),
-    "POST /api/v1/commands/meters/{meter_id}/connection-profile": command(
-        "changeConnectionProfile"
-    ),
-    "POST /api/v1/commands/meters/{meter_id}/decommission": command("decommissionMeter"),
-    "GET /api/v1/templates/meters": PUBLIC,
-    "POST /api/v1/imports/meters": command("importMeters"),
-    # telemetry ingest (machine clients)
-    "POST /telemetry/batch": INGEST,
-    "POST /api/v1/telemetry/batch": INGEST,
-    # MDM and billing export
-    "GET /api/v1/meters/{meter}/intervals": EXPORT,
-    "GET /api/v1/meters/{meter}/billing-determinants": EXPORT,
-    # API keys
-    "GET /api/v1/api-keys": AUDITORS,
-    "POST /api/v1/api-keys": command("createApiKey"),
-    "POST /api/v1/api-keys/{prefix}/rotate": command("rotateApiKey"),
-    "POST /api/v1/api-keys/{prefix}/revoke": command("revokeApiKey"),
-    # DLMS remote commands, their status, communication statistics, keys
-    "POST /api/v1/commands/meters/{meter_id}/disconnect": command("requestDisconnect"),
-    "POST /api/v1/commands/meters/{meter_id}/reconnect": command("requestReconnect"),
-    "POST /api/v1/commands/meters/{meter_id}/sync-clock": command("requestClockSync"),
-    "POST /api/v1/commands/meters/{meter_id}/read": command("requestOnDemandRead"),
-    "POST /api/v1/commands/meters/{meter_id}/remote-commands/{command_id}/retry": OPERATORS,
-    "GET /api/v1/meters/{meter_id}/remote-commands": STAFF,
-    "GET /api/v1/meters/{meter_id}/remote-commands/{command_id}": STAFF,
-    "GET /api/v1/meters/{meter_id}/communication": STAFF,
-    "PUT /api/v1/meters/{meter_id}/keys": command("setMeterKeys"),
+ACCESS: dict[str, Access] = {
+    **{name: Access(roles=allowed) for name, allowed in COMMAND_ROLES.items()},
+    **QUERIES,
 }
+"""Every command and query by name: the one table all interfaces enforce."""
+
+INTERNAL: frozenset[str] = frozenset(
+    {
+        # issued by the system actor (DLMS side, detectors, tariff engine), never by a caller
+        "recordRemoteCommand",
+        "recordMeterEvents",
+        "recordCounterResync",
+        "raiseAlert",
+        "autoResolveAlert",
+        "applyTariffLoad",
+        "expireTariffOverrides",
+        # tariff changes that no interface offers yet
+        "changeTariffBasePrice",
+        "changeTariffTiers",
+        # finer grants checked inside another operation (whose subscriptions, whose deliveries)
+        "manageAnyNotificationSubscription",
+        "readAnyNotificationDeliveries",
+        # customers: adopting meters' free-text accounts is a command-line migration step
+        "adoptCustomers",
+        # fleet operations: the campaign runner records as SYSTEM
+        "recordCampaignProgress",
+    }
+)
+"""Names in ``ACCESS`` that no API transport maps a door to, on purpose (commands of the
+system actor or of the command line only, and grants checked inside another operation)."""
+
+
+def access_table(doors: Mapping[str, str]) -> dict[str, Access]:
+    """Each door's rule, looked up through the operation name it maps to."""
+    unknown = sorted({name for name in doors.values() if name not in ACCESS})
+    if unknown:
+        raise KeyError(f"no access rule for operations {unknown}; add them to commands.access")
+    return {door: ACCESS[name] for door, name in doors.items()}

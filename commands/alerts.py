@@ -9,10 +9,10 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.persistence import Mapper, Recording
 
 from commands.codec import MsgspecMapper
-from commands.concurrency import MAX_ATTEMPTS, back_off, last_position
+from commands.concurrency import Save, last_position, save_with_retry
 from commands.context import CommandContext
 from commands.policy import authorize
 from domain.alert import Alert, AlertSeries, AlertSpec, Evidence, alert_id, series_id
@@ -96,7 +96,8 @@ class AlertDesk(Application[UUID]):
         # a later clock and refined figures, which is the same command, not a conflicting one.
         meta = ctx.meta("raiseAlert", spec.dedup_key, spec.alert_type)
         at = decision.observed_at
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt() -> AlertOutcome | Save[AlertOutcome]:
             series = self.series(spec.dedup_key)
             if series is not None and series.open_alert is not None:
                 alert = self.get(series.open_alert)
@@ -118,15 +119,11 @@ class AlertDesk(Application[UUID]):
                 alert = Alert.open(spec, generation, at, meta)
                 pending = (series, alert)
                 opened = True
-            try:
-                recordings = self.save(*pending)
-            except IntegrityError:
-                back_off(attempt)
-                continue
-            return AlertOutcome(
-                alert=alert, notification_id=last_position(recordings), opened=opened
-            )
-        raise Conflict(f"alert {spec.dedup_key!r} is changing too fast; try again")
+            return Save(pending, _answer(alert, opened))
+
+        return save_with_retry(
+            self, attempt, f"alert {spec.dedup_key!r} is changing too fast; try again"
+        )
 
     def acknowledge(
         self, id_: UUID, ctx: CommandContext, at: datetime | None = None
@@ -135,18 +132,15 @@ class AlertDesk(Application[UUID]):
         authorize(ctx.actor, "acknowledgeAlert")
         meta = ctx.meta("acknowledgeAlert", id_)
         when = at or datetime.now(UTC)
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt() -> AlertOutcome | Save[AlertOutcome]:
             alert = self.get(id_)
             if alert.seen(meta):
                 return AlertOutcome(alert=alert, notification_id=None, replayed=True)
             alert.acknowledge(when, meta)
-            try:
-                recordings = self.save(alert)
-            except IntegrityError:
-                back_off(attempt)
-                continue
-            return AlertOutcome(alert=alert, notification_id=last_position(recordings))
-        raise Conflict(f"alert {id_} is changing too fast; try again")
+            return Save((alert,), _answer(alert))
+
+        return save_with_retry(self, attempt, f"alert {id_} is changing too fast; try again")
 
     def resolve(
         self, id_: UUID, note: str, ctx: CommandContext, at: datetime | None = None
@@ -186,7 +180,8 @@ class AlertDesk(Application[UUID]):
         action: Callable[[Alert], object],
         skip_if_closed: bool = False,
     ) -> AlertOutcome | None:
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt() -> AlertOutcome | Save[AlertOutcome | None] | None:
             alert = self.get(id_)
             if alert.seen(meta):
                 return AlertOutcome(alert=alert, notification_id=None, replayed=True)
@@ -197,10 +192,11 @@ class AlertDesk(Application[UUID]):
             if series is None:
                 raise Conflict(f"alert {id_} has no series for {alert.dedup_key!r}")
             series.close(alert.generation, meta)
-            try:
-                recordings = self.save(alert, series)
-            except IntegrityError:
-                back_off(attempt)
-                continue
-            return AlertOutcome(alert=alert, notification_id=last_position(recordings))
-        raise Conflict(f"alert {id_} is changing too fast; try again")
+            return Save((alert, series), _answer(alert))
+
+        return save_with_retry(self, attempt, f"alert {id_} is changing too fast; try again")
+
+
+def _answer(alert: Alert, opened: bool = False) -> Callable[[list[Recording[UUID]]], AlertOutcome]:
+    """The answer of a saved alert command: the alert and the position of its last event."""
+    return lambda r: AlertOutcome(alert=alert, notification_id=last_position(r), opened=opened)

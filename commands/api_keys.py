@@ -17,22 +17,23 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any, cast
 from uuid import UUID, uuid4
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.persistence import Mapper, Recording
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from commands.codec import MsgspecMapper
-from commands.concurrency import MAX_ATTEMPTS, back_off, last_position
+from commands.concurrency import Save, last_position, save_with_retry
 from commands.context import Actor, CommandContext, Role, Scope
 from commands.policy import authorize
 from domain.api_key import PREFIX_RE, ApiKey, api_key_id
-from domain.errors import Conflict, NotFound
+from domain.errors import NotFound
 
 KEY_RE = re.compile(r"hes_([a-z0-9]{10})_([A-Za-z0-9_-]{43})\Z")
 _PREFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -127,7 +128,8 @@ class ApiKeyRegistry(Application[UUID]):
         """Create a key granting ``roles`` and ``scopes``; the returned secret is shown once."""
         authorize(ctx.actor, "createApiKey")
         meta = ctx.meta("createApiKey", name, sorted(roles), sorted(scopes))
-        for _ in range(MAX_ATTEMPTS):
+
+        def attempt() -> IssuedKey | Save[IssuedKey]:
             prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(10))
             secret, secret_id = secrets.token_urlsafe(32), uuid4()
             key = ApiKey.create(
@@ -141,50 +143,40 @@ class ApiKeyRegistry(Application[UUID]):
                 known_scopes=KEY_SCOPES,
             )
             self._store_digest(secret_id, prefix, digest(secret))
-            try:
-                recordings = self.save(key)
-            except IntegrityError:
-                continue  # the prefix is taken (1 in 36^10): draw another
-            return IssuedKey(
-                key=key, secret=f"hes_{prefix}_{secret}", notification_id=last_position(recordings)
-            )
-        raise Conflict("could not draw an unused key prefix; try again")
+            return Save((key,), _issued(key, f"hes_{prefix}_{secret}"))
+
+        # a lost race here means the prefix is taken (1 in 36^10): draw another at once
+        return save_with_retry(
+            self, attempt, "could not draw an unused key prefix; try again", pause=False
+        )
 
     def rotate(self, prefix: str, ctx: CommandContext) -> IssuedKey:
         """Give the key a new secret (shown once); the previous secret stops working at once."""
         authorize(ctx.actor, "rotateApiKey")
         meta = ctx.meta("rotateApiKey", prefix)
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt() -> IssuedKey | Save[IssuedKey]:
             key = self.get(prefix)
             secret, secret_id = secrets.token_urlsafe(32), uuid4()
             key.rotate(secret_id, meta)
             self._store_digest(secret_id, prefix, digest(secret))
-            try:
-                recordings = self.save(key)
-            except IntegrityError:
-                back_off(attempt)
-                continue
-            return IssuedKey(
-                key=key, secret=f"hes_{prefix}_{secret}", notification_id=last_position(recordings)
-            )
-        raise Conflict(f"API key {prefix} is changing too fast; try again")
+            return Save((key,), _issued(key, f"hes_{prefix}_{secret}"))
+
+        return save_with_retry(self, attempt, f"API key {prefix} is changing too fast; try again")
 
     def revoke(self, prefix: str, reason: str, ctx: CommandContext) -> ApiKey:
         """Stop the key for good; requests with it are refused from the next one on."""
         authorize(ctx.actor, "revokeApiKey")
         meta = ctx.meta("revokeApiKey", prefix, reason)
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt() -> ApiKey | Save[ApiKey]:
             key = self.get(prefix)
             if key.seen(meta):
                 return key
             key.revoke(reason, meta)
-            try:
-                self.save(key)
-            except IntegrityError:
-                back_off(attempt)
-                continue
-            return key
-        raise Conflict(f"API key {prefix} is changing too fast; try again")
+            return Save((key,), lambda _: key)
+
+        return save_with_retry(self, attempt, f"API key {prefix} is changing too fast; try again")
 
     # -- digest table ------------------------------------------------------------------
 
@@ -210,3 +202,8 @@ class ApiKeyRegistry(Application[UUID]):
 
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _issued(key: ApiKey, secret: str) -> Callable[[list[Recording[UUID]]], IssuedKey]:
+    """The answer of a saved create or rotate: the key, its secret (shown once), its position."""
+    return lambda r: IssuedKey(key=key, secret=secret, notification_id=last_position(r))

@@ -21,9 +21,13 @@ from psycopg import sql
 from commands.audit_verify import LOGS
 from domain.alert import series_id
 from domain.api_key import api_key_id
+from domain.customer import customer_id
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.meta import EventMeta
 from domain.meter import Meter, meter_id
+from domain.projection_ledger import ledger_id
+from domain.region import region_id
+from domain.sim_card import sim_id, slot_id
 from domain.tariff import tariff_id
 
 Event = CanMutateAggregate[UUID]
@@ -83,8 +87,10 @@ def resolve_id(value: str) -> UUID:
 def candidates(value: str) -> list[tuple[str, UUID]]:
     """Where a caller's id may be, as (log, aggregate id), in the order ``locate`` tries them.
 
-    A UUID may be in any log; other text is a meter serial, a tariff region, an alert dedup
-    key (naming the series of alerts of one cause) or an API key's prefix.
+    A UUID may be in any log; other text is a meter serial, a tariff region (its tariff, else
+    the region's capacity settings), an alert dedup key (naming the series of alerts of one
+    cause), an API key's prefix or a projection's name (its ledger of skipped events in the
+    operations log).
     """
     try:
         id_ = UUID(value)
@@ -92,8 +98,13 @@ def candidates(value: str) -> list[tuple[str, UUID]]:
         return [
             ("meters", meter_id(value)),
             ("tariffs", tariff_id(value)),
+            ("tariffs", region_id(value)),
             ("alerts", series_id(value)),
             ("api_keys", api_key_id(value)),
+            ("sims", sim_id(value)),
+            ("sims", slot_id(value)),
+            ("operations", ledger_id(value)),
+            ("customers", customer_id(value)),
         ]
     return [(log, id_) for log in LOGS]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -25,7 +25,16 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-LOGS: tuple[str, ...] = ("meters", "tariffs", "alerts", "api_keys")
+LOGS: tuple[str, ...] = (
+    "meters",
+    "tariffs",
+    "alerts",
+    "api_keys",
+    "sims",
+    "operations",
+    "customers",
+    "fleet",
+)
 """The chained logs: the applications' names, which the library's event tables are named after."""
 LEGACY_LOG = "meters"
 """The log of checkpoints and anchors from before there was more than one."""
@@ -164,6 +173,19 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     def anchor(self) -> str:
         """The checkpoint as ``LOG:POSITION:HEXDIGEST``, the form ``verify --anchor`` takes."""
         return f"{self.log}:{self.position}:{self.digest}"
+
+
+def record_verification(
+    conn: psycopg.Connection[Any], schema: str, report: VerifyReport, ran_by: str, anchors: int
+) -> None:
+    """Keep a ``verify`` result (``conn`` in autocommit) for the API to show auditors."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.audit_verifications (ran_by, intact, anchors, report)"
+            " VALUES (%s, %s, %s, %s::jsonb)"
+        ).format(sql.Identifier(schema)),
+        (ran_by, report.intact, anchors, msgspec.json.encode(report).decode()),
+    )
 
 
 def parse_anchor(text: str, logs: Sequence[str] = LOGS) -> tuple[AnchorKey, bytes]:
@@ -338,12 +360,13 @@ def verify(
     schema: str,
     anchors: Mapping[AnchorKey, bytes] | None = None,
     logs: Sequence[str] = LOGS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
     """Recompute every aggregate's chain and every checkpoint of every log; report problems.
 
     ``conn`` must be idle (no open transaction): the check runs in one read-only snapshot.
     ``anchors`` are checkpoints kept outside the database ((log, position) → digest) that
-    must match.
+    must match. ``progress`` is told ``(events checked, events in all logs)`` as it goes.
     """
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise ValueError("verify needs an idle connection")
@@ -356,9 +379,10 @@ def verify(
     findings: list[Finding] = []
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        counter = _Counter(progress, sum(_count(conn, schema, log) for log in logs))
         for log in logs:
             part, found = _verify_log(
-                conn, schema, log, {p: d for (name, p), d in kept.items() if name == log}
+                conn, schema, log, {p: d for (name, p), d in kept.items() if name == log}, counter
             )
             parts.append(part)
             findings.extend(found)
@@ -377,8 +401,37 @@ def verify(
     )
 
 
+class _Counter:
+    """Events checked so far, passed on to a progress callback (at most every 1,000)."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None, total: int) -> None:
+        self.progress, self.total, self.done, self._told = progress, total, 0, 0
+
+    def add(self, events: int) -> None:
+        self.done += events
+        if self.progress is not None and (
+            self.done - self._told >= 1000 or self.done >= self.total
+        ):
+            self._told = self.done
+            self.progress(self.done, max(self.total, self.done))
+
+
+def _count(conn: psycopg.Connection[Any], schema: str, log: str) -> int:
+    """Events in ``log`` (0 when its table is missing: verify reports that)."""
+    table = sql.Identifier(schema, events_table(log))
+    exists = conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()
+    if exists is None or exists[0] is None:
+        return 0
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _verify_log(
-    conn: psycopg.Connection[Any], schema: str, log: str, anchors: dict[int, bytes]
+    conn: psycopg.Connection[Any],
+    schema: str,
+    log: str,
+    anchors: dict[int, bytes],
+    counter: _Counter | None = None,
 ) -> tuple[LogReport, list[Finding]]:
     table = events_table(log)
     exists = conn.execute(
@@ -403,6 +456,8 @@ def _verify_log(
     for aggregate_id, rows in _aggregates(conn, schema, table):
         aggregates += 1
         events += len(rows)
+        if counter is not None:
+            counter.add(len(rows))
         finding = check_aggregate(log, aggregate_id, rows)
         if finding is not None:
             findings.append(finding)

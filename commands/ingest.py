@@ -9,7 +9,7 @@ from uuid import UUID
 
 import msgspec
 
-from commands.telemetry_forms import Candidate, ItemError, parse_telemetry
+from commands.telemetry_forms import BODY_EXCERPT_CHARS, Candidate, ItemError, parse_telemetry
 from domain.meter import meter_id
 from domain.obis import ENERGY_IMPORT
 from domain.reading_rules import (
@@ -173,7 +173,7 @@ class IngestService:
                         field=error.field,
                         rule=error.rule,
                         message=error.message,
-                        raw=msgspec.json.decode(raw),
+                        raw=_raw_value(raw),
                     )
                     for error, raw in ordered
                 ]
@@ -246,6 +246,14 @@ class _Outcome:
             self.reject(
                 ItemError(c.item, c.serial_field, rule, message, c.serial), self.items[c.item]
             )
+
+
+def _raw_value(raw: msgspec.Raw) -> object:
+    """The offending JSON value decoded, or its text when it will not decode (1e400)."""
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return bytes(raw)[:BODY_EXCERPT_CHARS].decode("utf-8", errors="replace")
 
 
 def _last_registers(info: MeterInfo) -> dict[int, RegisterState]:

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import msgspec
 
+from commands.csv_header import read_header
 from domain.errors import Collector, ValidationFailed
 from domain.values import ConnectionProfile, MeterSpec, SecurityLevel, Transport, check_account
 
@@ -97,7 +98,7 @@ def template_csv() -> str:
             "Iskraemeco",
             "AM550",
             "2.1.4",
-            "10.20.30.40",
+            "127.20.30.40",
             "4059",
             "Zone A",
             "ACC-10001",
@@ -181,27 +182,14 @@ def _records(text: str) -> Iterator[tuple[int, list[str], str | None]]:
 
 def _header(line: int, cells: list[str]) -> tuple[list[str], list[RowError]]:
     """The canonical column names of a header row, or the reasons it is unusable."""
-    names: list[str] = []
-    unknown: list[str] = []
-    errors: list[RowError] = []
-    for position, cell in enumerate(cells, start=1):
-        raw = cell.strip()
-        name = _CANONICAL.get(raw.casefold())
-        if name is None:
-            unknown.append(repr(raw) if raw else f"column {position} (no name)")
-        elif name in names:
-            errors.append(RowError(line, name, f"column {name} appears more than once"))
-        names.append(name or "")
-    errors.extend(
-        RowError(line, column, f"missing column {column}")
-        for column in TEMPLATE_COLUMNS
-        if column not in names
-    )
-    if unknown:
+    header = read_header(cells, _CANONICAL, TEMPLATE_COLUMNS)
+    errors = [RowError(line, column, reason) for column, reason in header.problems]
+    if header.unknown:
+        unknown = ", ".join(header.unknown)
         optional = ", ".join(OPTIONAL_COLUMNS)
-        reason = f"unknown columns {', '.join(unknown)}; the optional columns are {optional}"
+        reason = f"unknown columns {unknown}; the optional columns are {optional}"
         errors.append(RowError(line, "header", reason))
-    return names, errors
+    return header.names, errors
 
 
 class _RowParser:
@@ -243,7 +231,9 @@ def _spec(
         host=cell["ipAddress"],
         port=_whole(cell, "port", _DEFAULT_CONNECTION.port, problems),
         transport=_choice(cell, "transport", Transport, _DEFAULT_CONNECTION.transport, problems),
-        client_address=_whole(cell, "clientAddress", _DEFAULT_CONNECTION.client_address, problems),
+        client_address=(
+            _whole(cell, "clientAddress", 0, problems) if cell.get("clientAddress") else None
+        ),
         server_address=_whole(cell, "serverAddress", _DEFAULT_CONNECTION.server_address, problems),
         security=_choice(cell, "security", SecurityLevel, _DEFAULT_CONNECTION.security, problems),
     )

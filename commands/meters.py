@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from typing import Protocol
 from uuid import UUID, uuid4
 
 import msgspec
@@ -10,10 +11,10 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper
 
 from commands.codec import MsgspecMapper
-from commands.concurrency import MAX_ATTEMPTS, back_off, last_position
+from commands.concurrency import Save, last_position, save_with_retry
 from commands.context import CommandContext
 from commands.policy import authorize
-from domain.errors import Conflict, NotFound
+from domain.errors import Collector, Conflict, DomainError, FieldError, NotFound, ValidationFailed
 from domain.meta import EventMeta
 from domain.meter import Meter, meter_id
 from domain.meter_events import LogEntry
@@ -22,16 +23,22 @@ from domain.remote_commands import (
     CommandArgs,
     CommandKind,
     CommandResult,
+    CommandStatus,
+    FirmwareStep,
     RemoteCommand,
     keyed_command_id,
 )
-from domain.values import ConnectionProfile, Location, MeterSpec, camel
+from domain.values import ConnectionProfile, Location, MeterSpec, camel, check_account
 
 REQUEST_PERMISSION: dict[CommandKind, str] = {
     CommandKind.DISCONNECT: "requestDisconnect",
     CommandKind.RECONNECT: "requestReconnect",
     CommandKind.SYNC_CLOCK: "requestClockSync",
     CommandKind.READ_ON_DEMAND: "requestOnDemandRead",
+    CommandKind.DISCOVER: "requestDiscovery",
+    CommandKind.FIRMWARE_UPDATE: "requestFirmwareUpdate",
+    CommandKind.WRITE_CALENDAR: "requestCalendarWrite",
+    CommandKind.SET_LOAD_LIMIT: "requestLoadLimit",
 }
 """The policy entry that allows requesting (and retrying) each kind of remote command."""
 
@@ -63,10 +70,21 @@ class ImportRowResult(msgspec.Struct, frozen=True, kw_only=True):
     message: str = ""
 
 
+class ActiveCustomers(Protocol):
+    """Where the registry checks that an account exists and is active (``CustomerBook``)."""
+
+    def require_active(self, account: str) -> object:
+        """The customer; ``NotFound`` or ``Conflict`` unless it exists and is active."""
+        ...
+
+
 class MeterRegistry(Application[UUID]):
     """The write side of the meter registry."""
 
     name = "meters"
+    customers: ActiveCustomers | None = None
+    """When set (the API's container and the CSV imports set it), a meter is assigned only to
+    an existing, active customer account (docs/customers.md)."""
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Encode events with msgspec instead of the library's JSON transcoder."""
@@ -108,12 +126,15 @@ class MeterRegistry(Application[UUID]):
         """Record the meter as installed at a location, optionally for a customer."""
         authorize(ctx.actor, "commissionMeter")
         meta = ctx.meta("commissionMeter", id_, location, customer_account)
+        if customer_account is not None:
+            self._require_customer(customer_account)
         return self._update(id_, meta, lambda m: m.commission(location, customer_account, meta))
 
     def assign_customer(self, id_: UUID, customer_account: str, ctx: CommandContext) -> Outcome:
         """Assign the meter to a customer account."""
         authorize(ctx.actor, "assignCustomer")
         meta = ctx.meta("assignCustomer", id_, customer_account)
+        self._require_customer(customer_account)
         return self._update(id_, meta, lambda m: m.assign_customer(customer_account, meta))
 
     def unassign_customer(self, id_: UUID, reason: str, ctx: CommandContext) -> Outcome:
@@ -156,6 +177,62 @@ class MeterRegistry(Application[UUID]):
             command=outcome.meter.command(command),
             notification_id=outcome.notification_id,
             replayed=outcome.replayed,
+        )
+
+    def request_campaign_command(
+        self,
+        id_: UUID,
+        command_id: UUID,
+        kind: CommandKind,
+        args: CommandArgs,
+        ctx: CommandContext,
+        *,
+        attempt: int = 1,
+    ) -> RemoteCommand:
+        """Make the meter hold the campaign's command ``command_id`` at attempt ``attempt``.
+
+        Idempotent: absent, it is requested; FAILED at an earlier attempt, it is retried;
+        otherwise it stands as it is (a runner that died between its steps asks again).
+        """
+        authorize(ctx.actor, REQUEST_PERMISSION[kind])
+        meta = ctx.meta("requestCampaignCommand", id_, command_id, attempt)
+
+        def act(meter: Meter) -> None:
+            existing = meter.remote_commands.get(command_id)
+            if existing is None:
+                meter.request_command(command_id, kind, args, meta)
+            elif existing.status is CommandStatus.FAILED and existing.attempt < attempt:
+                meter.retry_command(command_id, meta)
+
+        return self._update(id_, meta, act).meter.command(command_id)
+
+    def record_firmware_step(
+        self,
+        id_: UUID,
+        command_id: UUID,
+        step: FirmwareStep,
+        blocks_done: int,
+        blocks_total: int,
+        ctx: CommandContext,
+        *,
+        failed_step: str | None = None,
+        result_code: int | None = None,
+    ) -> Outcome:
+        """Record a step of a firmware update on the meter's history."""
+        authorize(ctx.actor, "recordRemoteCommand")
+        meta = ctx.meta("recordFirmwareStep", id_, command_id, step, blocks_done)
+        return self._update(
+            id_,
+            meta,
+            lambda m: m.record_firmware_step(
+                command_id,
+                step,
+                blocks_done,
+                blocks_total,
+                meta,
+                failed_step=failed_step,
+                result_code=result_code,
+            ),
         )
 
     def retry_remote_command(
@@ -210,6 +287,43 @@ class MeterRegistry(Application[UUID]):
         self._update(id_, meta, record)
         return recorded
 
+    def assign_dlms_profile(
+        self, id_: UUID, profile: str | None, known: Collection[str], ctx: CommandContext
+    ) -> Outcome:
+        """Make the meter use the DLMS model profile ``profile`` (None: automatic choice)."""
+        authorize(ctx.actor, "setDlmsProfile")
+        if profile is not None and profile not in known:
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        "profile",
+                        "known",
+                        f"no DLMS profile {profile!r} is loaded; loaded: {', '.join(known)}",
+                    )
+                ]
+            )
+        meta = ctx.meta("setDlmsProfile", id_, profile)
+        return self._update(id_, meta, lambda m: m.assign_dlms_profile(profile, meta))
+
+    def record_counter_resync(
+        self,
+        id_: UUID,
+        key_version: int,
+        strategy: str,
+        previous: int,
+        next_: int,
+        reason: str,
+        ctx: CommandContext,
+    ) -> Outcome:
+        """Record that the DLMS side moved the meter's invocation counter on."""
+        authorize(ctx.actor, "recordCounterResync")
+        meta = ctx.meta("recordCounterResync", id_, key_version, strategy, previous, next_)
+        return self._update(
+            id_,
+            meta,
+            lambda m: m.record_counter_resync(key_version, strategy, previous, next_, reason, meta),
+        )
+
     def change_security_keys(
         self, id_: UUID, kinds: list[KeyKind], expected_version: int, ctx: CommandContext
     ) -> int:
@@ -250,6 +364,10 @@ class MeterRegistry(Application[UUID]):
             try:
                 existing = self.get(id_)
             except NotFound:
+                refused = self._customer_refusal(customer)
+                if refused is not None:
+                    results.append(_conflict(spec, refused))
+                    continue
                 meta = ctx.meta("importMeters", spec, customer)
                 meter = Meter.register(spec, meta)
                 if customer is not None:
@@ -273,20 +391,31 @@ class MeterRegistry(Application[UUID]):
 
     # -- plumbing ------------------------------------------------------------------
 
+    def _require_customer(self, account: str) -> None:
+        errors = Collector()
+        check_account(errors, "customerAccount", account)
+        errors.raise_if_any()
+        if self.customers is not None:
+            self.customers.require_active(account)
+
+    def _customer_refusal(self, account: str | None) -> str | None:
+        if account is None or self.customers is None:
+            return None
+        try:
+            self._require_customer(account)
+        except DomainError as exc:
+            return f"customer: {exc.message}"
+        return None
+
     def _update(self, id_: UUID, meta: EventMeta, action: Callable[[Meter], object]) -> Outcome:
-        for attempt in range(MAX_ATTEMPTS):
+        def attempt() -> Outcome | Save[Outcome]:
             meter = self.get(id_)
             if meter.seen(meta):
                 return Outcome(meter=meter, notification_id=None, replayed=True)
             action(meter)
-            try:
-                recordings = self.save(meter)
-            except IntegrityError:
-                # A concurrent command won the version race: back off (jittered), reload, retry.
-                back_off(attempt)
-                continue
-            return Outcome(meter=meter, notification_id=last_position(recordings))
-        raise Conflict(f"meter {id_} is changing too fast; try again")
+            return Save((meter,), lambda r: Outcome(meter=meter, notification_id=last_position(r)))
+
+        return save_with_retry(self, attempt, f"meter {id_} is changing too fast; try again")
 
     def _save_one_by_one(
         self, new: list[Meter], results: list[ImportRowResult]

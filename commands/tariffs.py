@@ -13,13 +13,15 @@ from eventsourcing.persistence import IntegrityError, Mapper
 from eventsourcing.utils import get_topic
 
 from commands.codec import MsgspecMapper
-from commands.concurrency import MAX_ATTEMPTS, back_off, last_position
+from commands.concurrency import Save, last_position, save_with_retry
 from commands.context import SYSTEM, CommandContext
 from commands.policy import authorize
-from domain.errors import Conflict, NotFound
+from domain.errors import Collector, Conflict, NotFound
 from domain.meta import EventMeta
 from domain.pricing import LoadTier, TariffSpec
+from domain.region import Region, check_capacity_kw, region_id
 from domain.tariff import Tariff, tariff_id
+from domain.values import check_region
 
 PAGE = 500
 
@@ -36,8 +38,17 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """False when the command was valid but changed nothing (e.g. a price move below 2 %)."""
 
 
+class RegionOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a region command did: the region as it now is and where its last event sits."""
+
+    region: Region
+    notification_id: int | None
+    replayed: bool = False
+    changed: bool = True
+
+
 class TariffBook(Application[UUID]):
-    """The write side of regional tariffs."""
+    """The write side of regional pricing: tariffs and the regions' capacities."""
 
     name = "tariffs"
 
@@ -48,7 +59,8 @@ class TariffBook(Application[UUID]):
     # -- queries on the write model (used by commands, never by clients) -------------
 
     def get(self, region: str) -> Tariff:
-        """Load the region's tariff or raise ``NotFound``."""
+        """Load the region's tariff; ``ValidationFailed`` for a malformed region name."""
+        _require_region(region)
         try:
             tariff: Tariff = self.repository.get(tariff_id(region))
         except AggregateNotFoundError:
@@ -75,6 +87,9 @@ class TariffBook(Application[UUID]):
         """Create a region's tariff; the region must not have one yet."""
         authorize(ctx.actor, "createTariff")
         meta = ctx.meta("createTariff", spec)
+        errors = Collector()
+        spec.check(errors)
+        errors.raise_if_any()
         try:
             existing = self.get(spec.region)
         except NotFound:
@@ -143,28 +158,66 @@ class TariffBook(Application[UUID]):
             if tariff.override is None or tariff.override.active(now):
                 continue
             meta = context.meta("expireTariffOverrides", tariff.region, now)
-            outcome = self._update(tariff.region, meta, _expire(now, meta))
+            # by id: a region recorded before today's name rule must still expire
+            outcome = self._update(tariff.region, meta, _expire(now, meta), id_=id_)
             if outcome.changed:
                 outcomes.append(outcome)
         return outcomes
 
-    # -- plumbing (the same optimistic retry as commands.meters.MeterRegistry) ------
+    def set_region_capacity(self, region: str, kw: float, ctx: CommandContext) -> RegionOutcome:
+        """Set a region's capacity in kW, the 100 % of its load percentage (and so its price)."""
+        authorize(ctx.actor, "setRegionCapacity")
+        meta = ctx.meta("setRegionCapacity", region, kw)
+        errors = Collector()
+        check_region(errors, region)
+        check_capacity_kw(errors, kw)
+        errors.raise_if_any()
 
-    def _update(self, region: str, meta: EventMeta, action: Callable[[Tariff], object]) -> Outcome:
-        for attempt in range(MAX_ATTEMPTS):
-            tariff = self.get(region)
+        def attempt() -> RegionOutcome | Save[RegionOutcome]:
+            try:
+                found: Region = self.repository.get(region_id(region))
+            except AggregateNotFoundError:
+                found = Region.create(region, meta)
+            else:
+                if found.seen(meta):
+                    return RegionOutcome(region=found, notification_id=None, replayed=True)
+            if not found.set_capacity(kw, meta):
+                return RegionOutcome(region=found, notification_id=None, changed=False)
+            return Save(
+                (found,), lambda r: RegionOutcome(region=found, notification_id=last_position(r))
+            )
+
+        return save_with_retry(
+            self, attempt, f"capacity of region {region} is changing too fast; try again"
+        )
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _update(
+        self,
+        region: str,
+        meta: EventMeta,
+        action: Callable[[Tariff], object],
+        id_: UUID | None = None,
+    ) -> Outcome:
+
+        def attempt() -> Outcome | Save[Outcome]:
+            tariff = self.get(region) if id_ is None else self.repository.get(id_)
             if tariff.seen(meta):
                 return Outcome(tariff=tariff, notification_id=None, replayed=True)
             if action(tariff) is False:
                 return Outcome(tariff=tariff, notification_id=None, changed=False)
-            try:
-                recordings = self.save(tariff)
-            except IntegrityError:
-                # A concurrent command won the version race: back off (jittered), reload, retry.
-                back_off(attempt)
-                continue
-            return Outcome(tariff=tariff, notification_id=last_position(recordings))
-        raise Conflict(f"tariff of {region} is changing too fast; try again")
+            return Save(
+                (tariff,), lambda r: Outcome(tariff=tariff, notification_id=last_position(r))
+            )
+
+        return save_with_retry(self, attempt, f"tariff of {region} is changing too fast; try again")
+
+
+def _require_region(region: str) -> None:
+    errors = Collector()
+    check_region(errors, region)
+    errors.raise_if_any()
 
 
 def _expire(now: datetime, meta: EventMeta) -> Callable[[Tariff], bool]:

@@ -17,12 +17,16 @@ problem becomes an ``ItemError`` naming the item, the field and the rule it brok
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TypeVar
 
 import msgspec
 
 from domain.obis import BY_ALIAS, Quantity, lookup
 from domain.readings import Quality
+from domain.text import SERIAL_RE, SERIAL_RULE
 
 WHOLE_REQUEST = -1
 """``ItemError.item`` of an error about the request as a whole (it yields no readings)."""
@@ -157,6 +161,10 @@ _top = msgspec.json.Decoder(_Items)
 _gateway = msgspec.json.Decoder(GatewayItem)
 _obis_item = msgspec.json.Decoder(ObisItem)
 _obis_reading = msgspec.json.Decoder(ObisReading)
+_number = msgspec.json.Decoder(float | None)
+_wide_number = msgspec.json.Decoder(Decimal)
+_encoder = msgspec.json.Encoder()
+S = TypeVar("S", bound=msgspec.Struct)
 _MSGSPEC_AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _EXPECTED = re.compile(r"^Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
@@ -171,7 +179,18 @@ _TYPE_NAMES = {
 
 
 def parse_telemetry(body: bytes, *, max_readings: int) -> ParsedTelemetry:
-    """Decode a ``POST /telemetry/batch`` body of either form into candidates and errors."""
+    """Decode a ``POST /telemetry/batch`` body of either form into candidates and errors.
+
+    A body nested deeper than the JSON decoder goes (about 1,000 levels) fails as a whole
+    with rule ``nesting``.
+    """
+    try:
+        return _parse(body, max_readings)
+    except RecursionError:
+        return _request_error(body, "nesting", "the body is nested too deeply to be telemetry")
+
+
+def _parse(body: bytes, max_readings: int) -> ParsedTelemetry:
     try:
         top = _top.decode(body)
     except msgspec.ValidationError:  # a subclass of DecodeError: must come first
@@ -269,7 +288,7 @@ class _Parser:
         """Parse one gateway item into up to six candidates."""
         count = sum(1 for name in GATEWAY_FIELDS if name in keys)
         try:
-            item = _gateway.decode(raw)
+            item = _decode_wide(_gateway, raw, GATEWAY_FIELDS)
             serial = _serial(item.meter_id, "meter_id")
             ts = _timestamp(item.timestamp, "timestamp")
         except msgspec.ValidationError as exc:
@@ -334,8 +353,35 @@ class _Parser:
         return len(item.readings)
 
 
+def _decode_wide(decoder: msgspec.json.Decoder[S], raw: msgspec.Raw, numbers: Iterable[str]) -> S:
+    """``raw`` decoded; a number beyond float range in one of ``numbers`` becomes ±inf.
+
+    Such a value is then one reading rejected by its rule (``not-finite``), not the whole item.
+    """
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        if not str(exc).startswith("Number out of range"):
+            raise
+        failure = exc
+    fields = _item_keys.decode(raw)
+    huge: dict[str, float] = {}
+    for name in numbers:
+        if name not in fields:
+            continue
+        try:
+            _number.decode(fields[name])
+        except msgspec.ValidationError:
+            try:
+                huge[name] = float(_wide_number.decode(fields[name]))
+            except msgspec.ValidationError:
+                raise failure from None
+            fields[name] = msgspec.Raw(b"0")
+    return msgspec.structs.replace(decoder.decode(_encoder.encode(fields)), **huge)
+
+
 def _obis_candidate(index: int, serial: str, prefix: str, raw: msgspec.Raw) -> Candidate:
-    reading = _obis_reading.decode(raw)
+    reading = _decode_wide(_obis_reading, raw, ("value",))
     quantity = lookup(reading.obis)
     if quantity is None:
         raise _ItemFailed(
@@ -401,6 +447,8 @@ def _serial(text: str, field: str) -> str:
     serial = text.strip()
     if not serial:
         raise _ItemFailed(field, "required", f"{field} (the meter's serial number) is empty")
+    if not SERIAL_RE.fullmatch(serial):
+        raise _ItemFailed(field, "format", f"{field} is not a serial number: {SERIAL_RULE}")
     return serial
 
 
@@ -448,5 +496,5 @@ def _translate(exc: msgspec.ValidationError, prefix: str) -> _ItemFailed:
         got = _TYPE_NAMES.get(expected["got"], expected["got"])
         return _ItemFailed(field, "type", f"{field} must be {wanted}, got {got}")
     if text.startswith("Number out of range"):
-        return _ItemFailed(field, "finite", f"{field} is too large to be a finite number")
+        return _ItemFailed(field, "not-finite", f"{field} is too large to be a finite number")
     return _ItemFailed(field, "type", f"{field}: {text}")

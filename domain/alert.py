@@ -33,10 +33,13 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import Collector, Conflict, FieldError, ValidationFailed
 from domain.idempotency import RemembersCommands
 from domain.meta import EventMeta
+from domain.text import check_text, refused_character
+from domain.values import check_region
 
 ALERT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:hes:alert")
 SERIES_NAMESPACE = uuid5(NAMESPACE_URL, "urn:hes:alert-series")
 MAX_EVIDENCE_ITEMS = 32
+MAX_NOTE_CHARS = 1000
 
 Evidence = dict[str, str | int | float | bool | None]
 """Small JSON-able facts behind an alert (loads, counts, timestamps as ISO text)."""
@@ -97,12 +100,9 @@ class AlertSpec(msgspec.Struct, frozen=True, kw_only=True):
     def check(self) -> None:
         """Raise ``ValidationFailed`` naming every field rule this spec breaks."""
         errors = Collector()
-        if not self.region.strip() or len(self.region) > 64:
-            errors.add("region", "length", "region must have 1..64 characters")
-        if not self.dedup_key.strip() or len(self.dedup_key) > 200:
-            errors.add("dedupKey", "length", "dedup key must have 1..200 characters")
-        if not self.message.strip() or len(self.message) > 500:
-            errors.add("message", "length", "message must have 1..500 characters")
+        check_region(errors, self.region)
+        check_text(errors, "dedupKey", self.dedup_key, max_chars=200)
+        check_text(errors, "message", self.message, max_chars=500, multiline=True)
         check_evidence(errors, self.evidence)
         errors.raise_if_any()
 
@@ -112,12 +112,14 @@ def check_evidence(errors: Collector, evidence: Evidence) -> None:
     if len(evidence) > MAX_EVIDENCE_ITEMS:
         errors.add("evidence", "size", f"evidence has at most {MAX_EVIDENCE_ITEMS} items")
     for key, value in evidence.items():
-        if not key or len(key) > 64:
-            errors.add("evidence", "key", "evidence keys must have 1..64 characters")
+        if not key or len(key) > 64 or refused_character(key) is not None:
+            errors.add("evidence", "key", "evidence keys must be one line of 1..64 characters")
         elif isinstance(value, float) and not math.isfinite(value):
             errors.add(f"evidence.{key}", "finite", "evidence numbers must be finite")
-        elif isinstance(value, str) and len(value) > 500:
-            errors.add(f"evidence.{key}", "length", "evidence text has at most 500 characters")
+        elif isinstance(value, str):
+            check_text(
+                errors, f"evidence.{key}", value, max_chars=500, required=False, multiline=True
+            )
 
 
 def series_id(dedup_key: str) -> UUID:
@@ -299,10 +301,11 @@ class Alert(Aggregate, RemembersCommands):
         self.trigger_event(self.Acknowledged, by=meta.actor, at=at, meta=meta)
 
     def resolve(self, at: datetime, note: str, meta: EventMeta) -> None:
-        """Close the alert by hand with a note."""
+        """Close the alert by hand with a note (free text, may be empty)."""
         self._ensure_open("resolve it again")
-        if len(note) > 1000:
-            raise ValidationFailed([_field_error("note", "length", "note has at most 1000 chars")])
+        errors = Collector()
+        check_text(errors, "note", note, max_chars=MAX_NOTE_CHARS, required=False, multiline=True)
+        errors.raise_if_any()
         self.trigger_event(self.Resolved, by=meta.actor, at=at, note=note, meta=meta)
 
     def auto_resolve(self, at: datetime, evidence: Evidence, meta: EventMeta) -> None:

@@ -19,6 +19,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import Collector, Conflict
 from domain.idempotency import RemembersCommands
 from domain.meta import EventMeta
+from domain.text import check_characters
 
 API_KEY_NAMESPACE = uuid5(NAMESPACE_URL, "urn:hes:api-key")
 PREFIX_RE = re.compile(r"[a-z0-9]{10}\Z")
@@ -178,6 +179,7 @@ class ApiKey(Aggregate, RemembersCommands):
             errors.add("reason", "required", "say why the key is revoked")
         elif len(reason) > MAX_REASON:
             errors.add("reason", "max-length", f"reason must have at most {MAX_REASON} characters")
+        check_characters(errors, "reason", reason, multiline=True)
         errors.raise_if_any()
         if not self.active:
             raise Conflict(f"API key {self.prefix} is already revoked")

@@ -9,6 +9,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from msgspec.structs import replace
 
+from domain.dlms_profile import NAME_RE as PROFILE_NAME_RE
 from domain.errors import Collector, Conflict, FieldError, NotFound, ValidationFailed
 from domain.idempotency import RemembersCommands
 from domain.meta import EventMeta
@@ -22,10 +23,12 @@ from domain.remote_commands import (
     CommandKind,
     CommandResult,
     CommandStatus,
+    FirmwareStep,
     RemoteCommand,
     check_reason,
     ensure_status,
 )
+from domain.text import check_text
 from domain.values import (
     ConnectionProfile,
     Location,
@@ -50,6 +53,12 @@ class Meter(Aggregate, RemembersCommands):
 
         spec: MeterSpec
         meta: EventMeta
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """v2: the client address may be null (the DLMS profile's); v1 states stay valid."""
 
     class Commissioned(Aggregate.Event):
         """The meter was installed at a location, optionally for a customer."""
@@ -97,6 +106,12 @@ class Meter(Aggregate, RemembersCommands):
         connection: ConnectionProfile
         meta: EventMeta
 
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """v2: the client address may be null (the DLMS profile's); v1 states stay valid."""
+
         def apply(self, aggregate: Any) -> None:
             """Replace the meter's connection profile."""
             aggregate.spec = replace(aggregate.spec, connection=self.connection)
@@ -122,6 +137,16 @@ class Meter(Aggregate, RemembersCommands):
         kind: CommandKind
         args: CommandArgs
         meta: EventMeta
+
+        class_version = 3
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """v2: the kind may be DISCOVER; v1 states stay valid."""
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            """v3: fleet kinds (firmware, calendar, load limit) and their arguments; v2 valid."""
 
         def apply(self, aggregate: Any) -> None:
             """Add the command, waiting to be sent."""
@@ -206,6 +231,37 @@ class Meter(Aggregate, RemembersCommands):
             command.updated_at = self.timestamp
             aggregate.remember(self.meta)
 
+    class FirmwareUpdateStepped(Aggregate.Event):
+        """A firmware update reached a step (transfer started, 10 % more, verified...)."""
+
+        command_id: UUID
+        step: FirmwareStep
+        blocks_done: int
+        blocks_total: int
+        failed_step: str | None
+        result_code: int | None
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Remember the command's step (its status moves with its own events)."""
+            command = aggregate.remote_commands.get(self.command_id)
+            if command is not None:
+                command.firmware_step = self.step
+            aggregate.remember(self.meta)
+
+    class FirmwareChanged(Aggregate.Event):
+        """The meter runs other firmware, read back after a firmware update's activation."""
+
+        firmware: str
+        previous: str
+        command_id: UUID
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Update the meter's firmware identifier."""
+            aggregate.spec = replace(aggregate.spec, firmware=self.firmware)
+            aggregate.remember(self.meta)
+
     class MeterEventLogged(Aggregate.Event):
         """The meter's event log recorded an event (power failure, tamper, relay change...)."""
 
@@ -231,6 +287,35 @@ class Meter(Aggregate, RemembersCommands):
         def apply(self, aggregate: Any) -> None:
             """Move the meter to its new key version."""
             aggregate.key_version = self.key_version
+            aggregate.remember(self.meta)
+
+    class DlmsProfileAssigned(Aggregate.Event):
+        """The meter uses this DLMS model profile from now on (None: matched or default)."""
+
+        profile: str | None
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Remember the meter's profile."""
+            aggregate.dlms_profile = self.profile
+            aggregate.remember(self.meta)
+
+    class InvocationCounterResynchronised(Aggregate.Event):
+        """The meter rejected the head-end's invocation counter; the head-end moved it on.
+
+        ``strategy`` is ``object`` (read the meter's counter object again), ``meter-hint``
+        (the least counter the meter named) or ``step`` (a bounded forward jump).
+        """
+
+        key_version: int
+        strategy: str
+        previous: int
+        next: int
+        reason: str
+        meta: EventMeta
+
+        def apply(self, aggregate: Any) -> None:
+            """Only recorded: counters live in the head-end's counter ledger."""
             aggregate.remember(self.meta)
 
     @staticmethod
@@ -259,6 +344,7 @@ class Meter(Aggregate, RemembersCommands):
         self.relay_changed_at: datetime | None = None
         self.event_logs: dict[str, LogMemory] = {}
         self.key_version = 0
+        self.dlms_profile: str | None = None
         self.remember(meta)
 
     def _ensure_active(self, action: str) -> None:
@@ -372,6 +458,46 @@ class Meter(Aggregate, RemembersCommands):
         self.trigger_event(
             self.RemoteCommandConfirmed, command_id=command_id, result=result, meta=meta
         )
+        firmware = result.firmware
+        if (
+            command.kind is CommandKind.FIRMWARE_UPDATE
+            and firmware is not None
+            and firmware != self.spec.firmware
+        ):
+            self.trigger_event(
+                self.FirmwareChanged,
+                firmware=firmware,
+                previous=self.spec.firmware,
+                command_id=command_id,
+                meta=meta,
+            )
+
+    def record_firmware_step(
+        self,
+        command_id: UUID,
+        step: FirmwareStep,
+        blocks_done: int,
+        blocks_total: int,
+        meta: EventMeta,
+        *,
+        failed_step: str | None = None,
+        result_code: int | None = None,
+    ) -> None:
+        """Record a step of a sent firmware update on the meter's history."""
+        command = self.command(command_id)
+        if command.kind is not CommandKind.FIRMWARE_UPDATE:
+            raise Conflict(f"remote command {command_id} is {command.kind}, not a firmware update")
+        ensure_status(command, frozenset({CommandStatus.SENT}), "record a firmware step")
+        self.trigger_event(
+            self.FirmwareUpdateStepped,
+            command_id=command_id,
+            step=step,
+            blocks_done=blocks_done,
+            blocks_total=blocks_total,
+            failed_step=failed_step,
+            result_code=result_code,
+            meta=meta,
+        )
 
     def fail_command(self, command_id: UUID, reason: str, meta: EventMeta) -> None:
         """Record that the command's current attempt failed, and why."""
@@ -418,11 +544,51 @@ class Meter(Aggregate, RemembersCommands):
                 self.MeterEventLogged,
                 log=entry.log,
                 code=entry.code,
-                kind=event_kind(entry.code),
+                kind=entry.kind or event_kind(entry.code),
                 at=entry.at,
                 meta=meta,
             )
         return fresh
+
+    def assign_dlms_profile(self, profile: str | None, meta: EventMeta) -> bool:
+        """Use the DLMS model profile ``profile`` (None: automatic); False when unchanged."""
+        self._ensure_active("assign a DLMS profile")
+        if profile is not None and not PROFILE_NAME_RE.match(profile):
+            raise ValidationFailed(
+                [FieldError("profile", "format", "a profile name is 1..64 of a-z0-9._-")]
+            )
+        if profile == getattr(self, "dlms_profile", None):
+            return False
+        self.trigger_event(self.DlmsProfileAssigned, profile=profile, meta=meta)
+        return True
+
+    def record_counter_resync(
+        self,
+        key_version: int,
+        strategy: str,
+        previous: int,
+        next_: int,
+        reason: str,
+        meta: EventMeta,
+    ) -> None:
+        """Record that the head-end moved its invocation counter after the meter rejected it."""
+        if strategy not in COUNTER_STRATEGIES:
+            raise ValidationFailed(
+                [FieldError("strategy", "allowed", f"{strategy!r} is not a resync strategy")]
+            )
+        if next_ <= previous:
+            raise ValidationFailed(
+                [FieldError("next", "increase", "a resynchronised counter must move forward")]
+            )
+        self.trigger_event(
+            self.InvocationCounterResynchronised,
+            key_version=key_version,
+            strategy=strategy,
+            previous=previous,
+            next=next_,
+            reason=check_reason(reason),
+            meta=meta,
+        )
 
     def change_security_keys(self, kinds: list[KeyKind], meta: EventMeta) -> int:
         """Record that new secrets of ``kinds`` were stored; return the new key version."""
@@ -441,8 +607,10 @@ class Meter(Aggregate, RemembersCommands):
         return version
 
 
+COUNTER_STRATEGIES = frozenset({"object", "meter-hint", "step"})
+
+
 def _check_reason(reason: str) -> None:
-    if not reason.strip() or len(reason) > 500:
-        errors = Collector()
-        errors.add("reason", "length", "reason must have 1..500 characters")
-        raise ValidationFailed(errors.errors)
+    errors = Collector()
+    check_text(errors, "reason", reason, max_chars=500, multiline=True)
+    errors.raise_if_any()

@@ -37,7 +37,8 @@ class MeterEventKind(enum.StrEnum):
     OTHER = "OTHER"
 
 
-# Event codes of the IDIS/Blue Book standard, fraud-detection and disconnector-control logs.
+# Event codes of the IDIS/Blue Book standard, fraud-detection and disconnector-control logs:
+# the default table; a model profile may give its meters another (DSMR's, a vendor's).
 _KINDS: dict[int, MeterEventKind] = {
     1: MeterEventKind.POWER_DOWN,
     2: MeterEventKind.POWER_UP,
@@ -61,9 +62,14 @@ _KINDS: dict[int, MeterEventKind] = {
 }
 
 
-def event_kind(code: int) -> MeterEventKind:
-    """The kind of an event-log code (``OTHER`` for codes the head-end does not interpret)."""
-    return _KINDS.get(code, MeterEventKind.OTHER)
+def event_kind(code: int, table: dict[int, MeterEventKind] | None = None) -> MeterEventKind:
+    """The kind of an event-log code in ``table`` (default IDIS); ``OTHER`` if not in it."""
+    return (_KINDS if table is None else table).get(code, MeterEventKind.OTHER)
+
+
+def idis_table() -> dict[int, MeterEventKind]:
+    """A copy of the IDIS event-code table."""
+    return dict(_KINDS)
 
 
 class LogEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +79,8 @@ class LogEntry(msgspec.Struct, frozen=True, kw_only=True):
     code: int
     at: datetime
     """UTC."""
+    kind: MeterEventKind | None = None
+    """What the code means in the meter model's event table; ``None``: the IDIS table."""
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -8,10 +8,10 @@ elsewhere; every function here takes ``now`` or the facts it needs as arguments.
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import hmac
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -23,12 +23,20 @@ import msgspec
 
 from domain.alert import AlertType, Severity
 from domain.errors import Collector
+from domain.values import check_region
+from domain.webhook_policy import WebhookPolicy
 
 MAX_REGIONS = 50
 MAX_URL_LENGTH = 2048
 MAX_SUBSCRIPTIONS_PER_OWNER = 20
+WEBHOOK_ID_HEADER = "webhook-id"
+"""Standard Webhooks: the message id (our delivery id: the same on every retry)."""
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+"""Standard Webhooks: Unix seconds of this attempt, signed."""
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+"""Standard Webhooks: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``."""
 SIGNATURE_HEADER = "X-HES-Signature"
-"""``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``."""
+"""Deprecated (sent until HES 0.3): ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``."""
 EVENT_ID_HEADER = "X-HES-Event-Id"
 """The CloudEvents id of the event notified: receivers deduplicate on it."""
 DELIVERY_ID_HEADER = "X-HES-Delivery-Id"
@@ -38,7 +46,8 @@ DEFAULT_SIGNATURE_TOLERANCE = 300
 
 STAFF_ROLES = frozenset({"viewer", "operator", "admin", "auditor"})
 """Roles that see every region's tariffs and every alert."""
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+DEFAULT_POLICY = WebhookPolicy()
+"""https to public addresses only: what a deployment allows without HES_WEBHOOK_* settings."""
 
 _EMAIL_RE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -161,7 +170,9 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
 
-def validate(draft: SubscriptionDraft, *, allow_http: bool = False) -> SubscriptionSpec:
+def validate(
+    draft: SubscriptionDraft, *, policy: WebhookPolicy = DEFAULT_POLICY
+) -> SubscriptionSpec:
     """The spec of a draft; raises ``ValidationFailed`` naming every broken rule."""
     errors = Collector()
     channel = _enum(errors, "channel", draft.channel, Channel)
@@ -173,7 +184,7 @@ def validate(draft: SubscriptionDraft, *, allow_http: bool = False) -> Subscript
             errors.add("url", "required", "a WEBHOOK subscription needs a url")
         else:
             target = draft.url.strip()
-            check_url(errors, "url", target, allow_http=allow_http)
+            check_url(errors, "url", target, policy=policy)
     elif channel is Channel.EMAIL:
         if draft.url is not None:
             errors.add("url", "channel", "an EMAIL subscription takes an email, not a url")
@@ -200,8 +211,10 @@ def validate(draft: SubscriptionDraft, *, allow_http: bool = False) -> Subscript
     )
 
 
-def check_url(errors: Collector, field: str, url: str, *, allow_http: bool = False) -> None:
-    """Record the broken rules of a webhook URL (https; http only to loopback unless allowed)."""
+def check_url(
+    errors: Collector, field: str, url: str, *, policy: WebhookPolicy = DEFAULT_POLICY
+) -> None:
+    """Record the broken rules of a webhook URL (https; http and non-public hosts if allowed)."""
     if not url or len(url) > MAX_URL_LENGTH:
         errors.add(field, "length", f"{field} must have 1..{MAX_URL_LENGTH} characters")
         return
@@ -218,31 +231,22 @@ def check_url(errors: Collector, field: str, url: str, *, allow_http: bool = Fal
     host = (parts.hostname or "").lower()
     if scheme not in ("https", "http"):
         errors.add(field, "scheme", f"{field} must be an https:// URL")
-    elif scheme == "http" and not allow_http and not is_loopback(host):
+    elif scheme == "http" and not policy.allows_http(host):
         errors.add(
             field,
             "https",
-            f"{field} must use https (http is allowed only for localhost, "
-            "or when HES_NOTIFICATION_ALLOW_HTTP is set)",
+            f"{field} must use https (http only to hosts in HES_WEBHOOK_HTTP_HOSTS)",
         )
     if not host:
         errors.add(field, "host", f"{field} must name a host")
+    elif (refused := policy.host_refusal(host)) is not None:
+        errors.add(field, "destination", f"{field} must not point inside the network: {refused}")
     if parts.username is not None or parts.password is not None:
         errors.add(field, "credentials", f"{field} must not carry a user or password")
     if parts.fragment:
         errors.add(field, "fragment", f"{field} must not have a #fragment")
     if port == 0:
         errors.add(field, "port", f"{field} port must be between 1 and 65535")
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost names and loopback addresses."""
-    if host in LOOPBACK_HOSTS or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_email(errors: Collector, field: str, address: str) -> None:
@@ -262,11 +266,10 @@ def _regions(errors: Collector, regions: Sequence[str]) -> frozenset[str]:
         errors.add("regions", "size", f"give at most {MAX_REGIONS} regions")
     result: set[str] = set()
     for i, region in enumerate(regions):
-        name = region.strip()
-        if not name or len(name) > 64:
-            errors.add(f"regions[{i}]", "length", "a region has 1..64 characters")
-        else:
-            result.add(name)
+        before = len(errors.errors)
+        check_region(errors, region, f"regions[{i}]")
+        if len(errors.errors) == before:
+            result.add(region.strip())
     return frozenset(result)
 
 
@@ -440,13 +443,43 @@ def summary(
 # -- webhook signature ------------------------------------------------------------------
 
 
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret, as the Standard Webhooks spec defines it.
+
+    Secrets issued before HES 0.2 are URL-safe base64 (``-`` and ``_``); they decode with that
+    alphabet to the same 32 random bytes.
+    """
+    body = secret.removeprefix("whsec_")
+    padded = body + "=" * (-len(body) % 4)
+    if "-" in body or "_" in body:
+        return base64.urlsafe_b64decode(padded)
+    return base64.b64decode(padded, validate=True)
+
+
+def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(webhook_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def webhook_headers(secret: str, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The signature headers of one attempt: Standard Webhooks, plus the deprecated one."""
+    return {
+        WEBHOOK_ID_HEADER: message_id,
+        WEBHOOK_TIMESTAMP_HEADER: str(timestamp),
+        WEBHOOK_SIGNATURE_HEADER: standard_signature(secret, message_id, timestamp, body),
+        SIGNATURE_HEADER: signature_header(secret, timestamp, body),
+    }
+
+
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     """Hex HMAC-SHA256 of ``"<timestamp>.<body>"`` under the subscription's secret."""
     return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 def signature_header(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-HES-Signature`` value: ``t=<timestamp>,v1=<signature>``."""
+    """The deprecated ``X-HES-Signature`` value: ``t=<timestamp>,v1=<signature>``."""
     return f"t={timestamp},v1={signature(secret, timestamp, body)}"
 
 

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from domain.errors import Collector
+from domain.text import check_text
+from domain.values import check_region
 
 PRICE_QUANTUM = Decimal("0.0001")
 """Prices per kWh are kept to four decimal places of the currency."""
@@ -20,6 +22,12 @@ DEFAULT_MIN_CHANGE_PCT = Decimal(2)
 CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 HUNDRED = Decimal(100)
 MAX_REASON = 500
+MAX_PRICE = Decimal(1_000_000)
+"""Highest price per kWh accepted (any currency): far above any real tariff, and small enough
+that every product of prices, surcharges and multipliers stays exact to four places."""
+MAX_SURCHARGE_PCT = Decimal(1000)
+MAX_MULTIPLIER = Decimal(100)
+MAX_AUTHOR_CHARS = 200
 
 
 class LoadTier(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,6 +78,10 @@ class TimeOfUsePeriod(msgspec.Struct, frozen=True, kw_only=True):
             errors.add(f"{prefix}.start", "local", "start and end are local times without zone")
         if not self.multiplier.is_finite() or self.multiplier <= 0:
             errors.add(f"{prefix}.multiplier", "positive", "multiplier must be greater than 0")
+        elif self.multiplier > MAX_MULTIPLIER:
+            errors.add(
+                f"{prefix}.multiplier", "range", f"multiplier must be at most {MAX_MULTIPLIER}"
+            )
 
 
 class Override(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,8 +110,7 @@ class TariffSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     def check(self, errors: Collector) -> None:
         """Record every rule this spec breaks."""
-        if not self.region.strip() or len(self.region) > 64:
-            errors.add("region", "length", "region must have 1..64 characters")
+        check_region(errors, self.region)
         check_currency(errors, self.currency)
         check_price(errors, "basePrice", self.base_price)
         check_timezone(errors, self.timezone)
@@ -113,9 +124,11 @@ class TariffSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def check_price(errors: Collector, field: str, price: Decimal) -> None:
-    """Record a broken rule unless ``price`` is a finite positive amount."""
+    """Record a broken rule unless ``price`` is a finite positive amount up to ``MAX_PRICE``."""
     if not price.is_finite() or price <= 0:
         errors.add(field, "positive", f"{field} must be greater than 0")
+    elif price > MAX_PRICE:
+        errors.add(field, "range", f"{field} must be at most {MAX_PRICE} per kWh")
     elif quantize(price) <= 0:
         errors.add(field, "precision", f"{field} rounds to 0 at {PRICE_QUANTUM} per kWh")
 
@@ -150,6 +163,10 @@ def check_tiers(errors: Collector, tiers: Sequence[LoadTier], prefix: str = "tie
         surcharge = tier.surcharge_pct
         if not surcharge.is_finite() or surcharge < 0:
             errors.add(f"{where}.surchargePct", "non-negative", "surcharge must be 0 or more")
+        elif surcharge > MAX_SURCHARGE_PCT:
+            errors.add(
+                f"{where}.surchargePct", "range", f"surcharge must be at most {MAX_SURCHARGE_PCT} %"
+            )
         elif surcharge < previous_surcharge:
             errors.add(
                 f"{where}.surchargePct",
@@ -173,9 +190,13 @@ def check_load(errors: Collector, load_pct: float) -> None:
 
 
 def check_reason(errors: Collector, reason: str) -> None:
-    """Record a broken rule unless ``reason`` has 1..500 characters."""
-    if not reason.strip() or len(reason) > MAX_REASON:
-        errors.add("reason", "length", f"reason must have 1..{MAX_REASON} characters")
+    """Record a broken rule unless ``reason`` is free text of 1..500 characters."""
+    check_text(errors, "reason", reason, max_chars=MAX_REASON, multiline=True)
+
+
+def check_author(errors: Collector, author: str) -> None:
+    """Record a broken rule unless ``author`` (the actor's subject) is one line of text."""
+    check_text(errors, "author", author, max_chars=MAX_AUTHOR_CHARS)
 
 
 # -- pricing -----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def _with_unit(value: str, quantity: Quantity) -> str:
 def check_value(quantity: Quantity, value: float, label: str) -> Violation | None:
     """The broken rule of ``value`` for ``quantity``: not finite, or outside its physical range."""
     if not math.isfinite(value):
-        return Violation("finite", f"{label} {value} is not a finite number")
+        return Violation("not-finite", f"{label} {value} is not a finite number")
     if value > quantity.maximum:
         return Violation(
             "range",

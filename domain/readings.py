@@ -21,6 +21,8 @@ class Quality(enum.IntFlag):
     """A gap filled in by the head-end, not measured."""
     CLOCK_ADJUSTED = 8
     """The meter's clock was corrected around this reading."""
+    UNIT_UNVERIFIED = 16
+    """The meter reported no known unit (or scaler) for it: stored as read, not verified."""
 
 
 class Source(enum.IntEnum):

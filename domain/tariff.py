@@ -18,6 +18,7 @@ from domain.pricing import (
     Override,
     TariffSpec,
     TimeOfUsePeriod,
+    check_author,
     check_load,
     check_price,
     check_reason,
@@ -268,8 +269,7 @@ class Tariff(Aggregate, RemembersCommands):
         errors = Collector()
         check_price(errors, "price", price)
         check_reason(errors, reason)
-        if not author.strip():
-            errors.add("author", "required", "an override needs its author")
+        check_author(errors, author)
         if expires_at.tzinfo is None:
             errors.add("expiresAt", "aware", "expiry must carry a time zone")
         elif expires_at <= now:

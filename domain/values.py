@@ -9,11 +9,17 @@ import re
 import msgspec
 
 from domain.errors import Collector
+from domain.text import (
+    CODE_RE,
+    CODE_RULE,
+    NAME_RE,
+    NAME_RULE,
+    SERIAL_RE,
+    SERIAL_RULE,
+    check_identifier,
+    check_text,
+)
 
-# \Z, not $: "$" also matches before a trailing newline, which would let "ABC\n" through.
-SERIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-NAME_RE = re.compile(r"^[\w][\w .,'/&()+:-]{0,63}\Z")
-ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
@@ -29,10 +35,12 @@ class MeterStatus(enum.StrEnum):
 
 
 class Transport(enum.StrEnum):
-    """How the head-end reaches the meter's DLMS server over TCP."""
+    """How the head-end reaches the meter's DLMS server over TCP (or that it never does)."""
 
     WRAPPER = "WRAPPER"
     HDLC = "HDLC"
+    NONE = "NONE"
+    """Never dialled: the meter's data arrives by DLMS push, HTTP or NATS ingest only."""
 
 
 class SecurityLevel(enum.StrEnum):
@@ -49,11 +57,18 @@ class ConnectionProfile(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int = 4059
     transport: Transport = Transport.WRAPPER
-    client_address: int = 16
+    client_address: int | None = None
+    """DLMS client SAP; ``None``: the one the meter's DLMS profile gives its security level
+    (IDIS: NONE 16, LLS 17, HLS-GMAC 1)."""
     server_address: int = 1
     physical_address: int | None = None
     """HDLC lower (physical) server address; unused with the wrapper."""
     security: SecurityLevel = SecurityLevel.NONE
+
+    @property
+    def dialled(self) -> bool:
+        """True when the head-end opens connections to the meter (collection, commands)."""
+        return self.transport is not Transport.NONE
 
     def check(self, errors: Collector, prefix: str = "connection") -> None:
         """Record every rule this profile breaks."""
@@ -61,7 +76,7 @@ class ConnectionProfile(msgspec.Struct, frozen=True, kw_only=True):
             errors.add(f"{prefix}.host", "host", f"{self.host!r} is not an IP address or host name")
         if not 1 <= self.port <= 65535:
             errors.add(f"{prefix}.port", "range", f"port {self.port} is outside 1..65535")
-        if not 1 <= self.client_address <= 0x7F:
+        if self.client_address is not None and not 1 <= self.client_address <= 0x7F:
             errors.add(
                 f"{prefix}.clientAddress",
                 "range",
@@ -86,7 +101,7 @@ class ConnectionProfile(msgspec.Struct, frozen=True, kw_only=True):
                     "range",
                     f"physical address {self.physical_address} is outside 0..16383",
                 )
-        if self.security is SecurityLevel.NONE and self.client_address not in (16, 1):
+        if self.security is SecurityLevel.NONE and self.client_address not in (None, 16, 1):
             # A public association (client 16) is the only one a meter accepts without auth;
             # management client 1 is tolerated for lab meters configured that way.
             errors.add(
@@ -105,8 +120,7 @@ class Location(msgspec.Struct, frozen=True, kw_only=True):
 
     def check(self, errors: Collector, prefix: str = "location") -> None:
         """Record every rule this location breaks."""
-        if not self.address.strip() or len(self.address) > 200:
-            errors.add(f"{prefix}.address", "length", "address must have 1..200 characters")
+        check_text(errors, f"{prefix}.address", self.address, max_chars=200, multiline=True)
         if (self.latitude is None) != (self.longitude is None):
             errors.add(
                 f"{prefix}.latitude", "pair", "latitude and longitude go together or not at all"
@@ -137,44 +151,48 @@ class MeterSpec(msgspec.Struct, frozen=True, kw_only=True):
     def check(self) -> None:
         """Raise ``ValidationFailed`` naming every field rule this spec breaks."""
         errors = Collector()
-        if not SERIAL_RE.match(self.serial):
-            errors.add(
-                "serial",
-                "format",
-                "serial must be 1..64 letters, digits, '.', '_' or '-', starting alphanumeric",
-            )
+        check_serial(errors, "serial", self.serial)
         for name in ("manufacturer", "model", "region", "area"):
             check_name(errors, name, getattr(self, name))
-        if not self.firmware.strip() or len(self.firmware) > 64:
-            errors.add("firmware", "length", "firmware must have 1..64 characters")
+        check_text(errors, "firmware", self.firmware, max_chars=64)
+        if self.meter_type is not None:
+            check_text(errors, "meterType", self.meter_type, max_chars=64, multiline=True)
         if self.phases not in (1, 3):
             errors.add("phases", "allowed", f"phases must be 1 or 3, got {self.phases}")
-        for name in ("meter_type", "concentrator_id", "sim_card"):
+        for name in ("concentrator_id", "sim_card"):
             value = getattr(self, name)
-            if value is not None and (not value.strip() or len(value) > 64):
+            if value is None:
+                continue
+            if not value.strip() or len(value) > 64:
                 errors.add(camel(name), "length", f"{camel(name)} must have 1..64 characters")
+            else:
+                check_identifier(errors, camel(name), value, CODE_RE, CODE_RULE)
         self.connection.check(errors)
         errors.raise_if_any()
 
 
+def check_serial(errors: Collector, field: str, value: str) -> None:
+    """Record a broken rule if ``value`` is not a meter serial number."""
+    check_identifier(errors, field, value, SERIAL_RE, SERIAL_RULE)
+
+
 def check_name(errors: Collector, field: str, value: str) -> None:
-    """Record a broken rule if ``value`` is not a 1..64 character display name."""
-    if not NAME_RE.match(value):
-        errors.add(
-            camel(field),
-            "format",
-            f"{camel(field)} must be 1..64 characters (letters, digits, spaces, .,'/&()+:-)",
-        )
+    """Record a broken rule if ``value`` is not a 1..64 character name (region, area, model)."""
+    check_identifier(errors, camel(field), value, NAME_RE, NAME_RULE)
+
+
+def check_region(errors: Collector, region: str, field: str = "region") -> None:
+    """Record a broken rule unless ``region`` (trimmed) is a region name as meters have."""
+    name = region.strip()
+    if not name or len(name) > 64:
+        errors.add(field, "length", f"{field} must have 1..64 characters")
+    else:
+        check_identifier(errors, field, name, NAME_RE, NAME_RULE)
 
 
 def check_account(errors: Collector, field: str, value: str) -> None:
     """Record a broken rule if ``value`` is not a valid customer account number."""
-    if not ACCOUNT_RE.match(value):
-        errors.add(
-            field,
-            "format",
-            "customer account must be 1..64 letters, digits, '.', '_', ':' or '-'",
-        )
+    check_identifier(errors, field, value, CODE_RE, CODE_RULE)
 
 
 def camel(name: str) -> str:

@@ -191,6 +191,15 @@ class AlertQueries(ProjectionPosition):
             lambda: self.by_id(id_, datetime.now(UTC)), lambda r: r is not None, seconds
         )
 
+    async def wait_for_version(self, id_: UUID, version: int, seconds: float) -> AlertRow | None:
+        """The alert once the projection applied ``version``; None after ``seconds``."""
+        row = await poll_until(
+            lambda: self.by_id(id_, datetime.now(UTC)),
+            lambda r: r is not None and r.version >= version,
+            seconds,
+        )
+        return row if row is not None and row.version >= version else None
+
     async def open_causes(self, prefix: str) -> dict[str, UUID | None]:
         """Dedup keys starting with ``prefix`` that have an unresolved alert, with its meter."""
         query = sql.SQL(
@@ -200,6 +209,19 @@ class AlertQueries(ProjectionPosition):
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(query, (prefix.replace("%", r"\%") + "%",))).fetchall()
         return {key: meter for key, meter in rows}
+
+    async def unresolved(self, region: str | None, now: datetime, limit: int) -> list[AlertRow]:
+        """Open and acknowledged alerts (of ``region`` if given), at most ``limit``, by the
+        legacy priority (the insights re-rank them with more factors)."""
+        query = sql.SQL(
+            "SELECT {columns}, {priority} AS priority FROM {schema}.alerts a"
+            " WHERE status <> 'RESOLVED'"
+            " AND (%(region)s::text IS NULL OR upper(region) = upper(%(region)s))"
+            " ORDER BY priority DESC, id DESC LIMIT %(limit)s"
+        ).format(columns=sql.SQL(_COLUMNS), priority=sql.SQL(_PRIORITY), schema=self.schema)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, {"region": region, "now": now, "limit": limit})
+            return [_row(r) for r in await cur.fetchall()]
 
 
 def _row(record: dict[str, Any]) -> AlertRow:

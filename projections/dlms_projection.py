@@ -1,4 +1,5 @@
-"""Projects the Meter's DLMS events: remote commands, relay state, key versions, log events."""
+"""Projects the Meter's DLMS events: remote commands, relay state, key versions, log events,
+DLMS profile assignments and invocation-counter resynchronisations."""
 
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ class DlmsProjection(Projection[DlmsView]):
             Meter.RemoteCommandConfirmed,
             Meter.RemoteCommandFailed,
             Meter.RemoteCommandRetried,
+            Meter.FirmwareUpdateStepped,
             Meter.MeterEventLogged,
             Meter.SecurityKeysChanged,
+            Meter.DlmsProfileAssigned,
+            Meter.InvocationCounterResynchronised,
         )
     )
 
@@ -86,6 +90,10 @@ class DlmsProjection(Projection[DlmsView]):
         self.view.apply(tracking, [(v.COMMAND_RETRIED, _params(e, attempt=e.attempt))])
 
     @process_event.register
+    def _(self, e: Meter.FirmwareUpdateStepped, tracking: Tracking) -> None:
+        self.view.apply(tracking, [(v.FIRMWARE_STEP, _params(e, step=e.step.value))])
+
+    @process_event.register
     def _(self, e: Meter.MeterEventLogged, tracking: Tracking) -> None:
         self.view.apply(
             tracking,
@@ -115,6 +123,16 @@ class DlmsProjection(Projection[DlmsView]):
                 )
             ],
         )
+
+    @process_event.register
+    def _(self, e: Meter.DlmsProfileAssigned, tracking: Tracking) -> None:
+        params = {"meter_id": e.originator_id, "profile": e.profile, "at": e.timestamp}
+        self.view.apply(tracking, [(v.PROFILE_ASSIGNED, params)])
+
+    @process_event.register
+    def _(self, e: Meter.InvocationCounterResynchronised, tracking: Tracking) -> None:
+        params = {"meter_id": e.originator_id, "strategy": e.strategy, "at": e.timestamp}
+        self.view.apply(tracking, [(v.COUNTER_RESYNCED, params)])
 
 
 def _params(e: Any, **extra: Any) -> dict[str, Any]:

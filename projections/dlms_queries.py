@@ -12,8 +12,10 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from domain.association_view import AssociationView, CosemObject
 from domain.profile_ledger import LedgerDay, counts, mask_of
 from domain.remote_commands import CommandArgs, CommandKind, CommandResult, CommandStatus
+from domain.values import ConnectionProfile
 from projections.projection_position import poll_until
 
 MAX_ROWS = 500
@@ -91,6 +93,74 @@ class LedgerDayRow(msgspec.Struct, frozen=True, kw_only=True):
     def missing(self) -> int:
         """Due intervals neither received nor known absent (they will be read again)."""
         return self.expected - self.received - self.absent
+
+
+class MeterModelRow(msgspec.Struct, frozen=True, kw_only=True):
+    """What the DLMS side needs to know of a meter to show its capabilities."""
+
+    meter_id: UUID
+    serial: str
+    manufacturer: str
+    model: str
+    firmware: str
+    phases: int
+    connection: ConnectionProfile
+    profile: str | None = None
+    profile_set_at: datetime | None = None
+    counter_resyncs: int = 0
+    counter_resynced_at: datetime | None = None
+    counter_resync_strategy: str | None = None
+
+
+class ModelViewRow(msgspec.Struct, frozen=True, kw_only=True):
+    """The stored association view of a meter model for one client."""
+
+    association_version: int | None
+    objects: tuple[CosemObject, ...] | None
+    error: str | None
+    discovered_at: datetime
+    serial: str | None
+
+    @property
+    def view(self) -> AssociationView | None:
+        """The view (None when discovery failed)."""
+        if self.objects is None:
+            return None
+        return AssociationView(version=self.association_version or 0, objects=self.objects)
+
+
+class RegisterUnitRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A register's scaler and raw unit code as the meter reported them."""
+
+    obis: str
+    scaler: int | None
+    unit_code: int | None
+    verified: bool
+    note: str | None
+    seen_at: datetime
+
+
+class TaskProblemRow(msgspec.Struct, frozen=True, kw_only=True):
+    """What a task's last run did not read, per OBIS code."""
+
+    step: str
+    obis: str
+    reason: str
+    stored: bool = False
+
+
+class CollectionTaskRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A collection task of a meter and how its last run went."""
+
+    task: str
+    next_due: datetime
+    last_run_at: datetime | None
+    lease_until: datetime | None = None
+    last_ok_at: datetime | None
+    failures: int
+    last_status: str | None
+    last_problems: tuple[TaskProblemRow, ...] | None
+    last_error: str | None
 
 
 class DlmsQueries:
@@ -184,3 +254,47 @@ class DlmsQueries:
                 )
             )
         return out
+
+    async def meter_model(self, meter: UUID) -> MeterModelRow | None:
+        """The meter's model, connection and DLMS profile state (None: no such meter)."""
+        rows = await self._rows(
+            "SELECT m.id AS meter_id, m.serial, m.manufacturer, m.model, m.firmware, m.phases, "
+            "m.connection, d.profile, d.profile_set_at, COALESCE(d.counter_resyncs, 0) AS "
+            "counter_resyncs, d.counter_resynced_at, d.counter_resync_strategy "
+            "FROM {s}.meters m LEFT JOIN {s}.dlms_meter_state d ON d.meter_id = m.id "
+            "WHERE m.id = %s",
+            (meter,),
+        )
+        return msgspec.convert(rows[0], MeterModelRow, strict=False) if rows else None
+
+    async def model_view(
+        self, manufacturer: str, model: str, firmware: str, client: int
+    ) -> ModelViewRow | None:
+        """The stored association view of a model for a client (None: not discovered)."""
+        rows = await self._rows(
+            "SELECT association_version, objects, error, discovered_at, serial "
+            "FROM {s}.dlms_model_views WHERE manufacturer = %s AND model = %s "
+            "AND firmware = %s AND client_address = %s",
+            (manufacturer.casefold(), model.casefold(), firmware, client),
+        )
+        return msgspec.convert(rows[0], ModelViewRow, strict=False) if rows else None
+
+    async def register_units(self, meter: UUID) -> list[RegisterUnitRow]:
+        """Each register's scaler and raw unit code as last read from the meter."""
+        rows = await self._rows(
+            "SELECT obis, scaler, unit_code, verified, note, seen_at "
+            "FROM {s}.dlms_register_units WHERE meter_id = %s ORDER BY obis",
+            (meter,),
+        )
+        return [msgspec.convert(r, RegisterUnitRow, strict=False) for r in rows]
+
+    async def collection_tasks(self, meter: UUID) -> list[CollectionTaskRow]:
+        """The meter's collection tasks and how each last ran."""
+        rows = await self._rows(
+            "SELECT task, next_due, lease_until, last_run_at, last_ok_at, failures, "
+            "last_status, last_problems, last_error FROM {s}.dlms_collection_tasks "
+            "WHERE meter_id = %s "
+            "ORDER BY task",
+            (meter,),
+        )
+        return [msgspec.convert(r, CollectionTaskRow, strict=False) for r in rows]

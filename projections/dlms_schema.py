@@ -112,3 +112,47 @@ CREATE TABLE {schema}.dlms_log_positions (
     PRIMARY KEY (meter_id, log)
 );
 """
+
+DLMS_FIELD_TABLES = """
+-- Projected from Meter events: the meter's DLMS profile and counter resynchronisations.
+ALTER TABLE {schema}.dlms_meter_state
+    ADD COLUMN profile text,
+    ADD COLUMN profile_set_at timestamptz,
+    ADD COLUMN counter_resyncs integer NOT NULL DEFAULT 0,
+    ADD COLUMN counter_resynced_at timestamptz,
+    ADD COLUMN counter_resync_strategy text;
+
+-- Written by the DLMS adapter: association views per meter model and client (discovery).
+CREATE TABLE {schema}.dlms_model_views (
+    manufacturer text NOT NULL,
+    model text NOT NULL,
+    firmware text NOT NULL,
+    client_address integer NOT NULL,
+    association_version integer,
+    objects jsonb,
+    error text,
+    discovered_at timestamptz NOT NULL,
+    meter_id uuid,
+    serial text,
+    PRIMARY KEY (manufacturer, model, firmware, client_address),
+    CHECK ((objects IS NULL) = (error IS NOT NULL))
+);
+
+-- Each register's scaler and unit as the meter reports them (raw unit codes kept).
+CREATE TABLE {schema}.dlms_register_units (
+    meter_id uuid NOT NULL,
+    obis text NOT NULL,
+    scaler integer,
+    unit_code integer,
+    verified boolean NOT NULL,
+    note text,
+    seen_at timestamptz NOT NULL,
+    PRIMARY KEY (meter_id, obis)
+);
+
+-- How each task's last run went: OK, PARTIAL (with what failed) or FAILED.
+ALTER TABLE {schema}.dlms_collection_tasks
+    ADD COLUMN last_status text CHECK (last_status IN ('OK', 'PARTIAL', 'FAILED')),
+    ADD COLUMN last_problems jsonb,
+    ADD COLUMN last_error text;
+"""

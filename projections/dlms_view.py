@@ -65,6 +65,11 @@ COMMAND_RETRIED = """
     WHERE command_id = %(command_id)s
 """
 
+FIRMWARE_STEP = """
+    UPDATE {schema}.remote_commands SET firmware_step = %(step)s, meter_version = %(version)s
+    WHERE command_id = %(command_id)s
+"""
+
 RELAY_STATE = """
     INSERT INTO {schema}.dlms_meter_state (meter_id, relay_connected, relay_changed_at)
     SELECT %(meter_id)s, %(relay_connected)s, %(at)s
@@ -93,4 +98,21 @@ EVENT_LOGGED = """
     ON CONFLICT (meter_id) DO UPDATE SET
         events_logged = {schema}.dlms_meter_state.events_logged + 1,
         last_event_at = GREATEST({schema}.dlms_meter_state.last_event_at, EXCLUDED.last_event_at)
+"""
+
+PROFILE_ASSIGNED = """
+    INSERT INTO {schema}.dlms_meter_state (meter_id, profile, profile_set_at)
+    VALUES (%(meter_id)s, %(profile)s, %(at)s)
+    ON CONFLICT (meter_id) DO UPDATE SET profile = EXCLUDED.profile,
+        profile_set_at = EXCLUDED.profile_set_at
+"""
+
+COUNTER_RESYNCED = """
+    INSERT INTO {schema}.dlms_meter_state (meter_id, counter_resyncs, counter_resynced_at,
+        counter_resync_strategy)
+    VALUES (%(meter_id)s, 1, %(at)s, %(strategy)s)
+    ON CONFLICT (meter_id) DO UPDATE SET
+        counter_resyncs = {schema}.dlms_meter_state.counter_resyncs + 1,
+        counter_resynced_at = EXCLUDED.counter_resynced_at,
+        counter_resync_strategy = EXCLUDED.counter_resync_strategy
 """

@@ -14,10 +14,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from domain.obis import ENERGY_IMPORT
+from projections.aggregate_levels import M15, M30, windows_sql
 from projections.reading_queries import Interval
 
 STEP = {Interval.M15: timedelta(minutes=15), Interval.M30: timedelta(minutes=30)}
-_TABLE = {Interval.M15: "readings_15m", Interval.M30: "readings_30m"}
+_LEVEL = {Interval.M15: M15, Interval.M30: M30}
 MAX_WINDOWS = 3000
 """About a month of quarter-hours per request."""
 
@@ -102,6 +103,7 @@ class IntervalQueries:
 
     def __init__(self, pool: AsyncConnectionPool[Any], schema: str) -> None:
         self.pool = pool
+        self.schema_name = schema
         self.schema = sql.Identifier(schema)
 
     async def for_meter(
@@ -112,12 +114,17 @@ class IntervalQueries:
         first = window_start(start, step)
         if (end - first) / step > MAX_WINDOWS:
             raise ValueError(f"to: at most {MAX_WINDOWS} windows per request")
-        query = sql.SQL(
-            "SELECT bucket, first_value, last_value, count FROM {}.{} "
-            "WHERE meter_id = %s AND quantity = %s AND bucket >= %s AND bucket < %s"
-        ).format(self.schema, sql.Identifier(_TABLE[interval]))
+        query = sql.SQL("SELECT bucket, first_value, last_value, count FROM ({}) w").format(
+            windows_sql(self.schema_name, _LEVEL[interval], meters="one", quantity=True)
+        )
+        params = {
+            "meter": meter_id,
+            "quantity": ENERGY_IMPORT.id,
+            "start": first - step,
+            "end": end,
+        }
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, (meter_id, ENERGY_IMPORT.id, first - step, end))
+            await cur.execute(query, params)
             rows = {
                 r["bucket"]: (float(r["first_value"]), float(r["last_value"]), int(r["count"]))
                 for r in await cur.fetchall()
@@ -136,12 +143,16 @@ class IntervalQueries:
     ) -> list[tuple[UUID, str]]:
         """Meters (id, serial) with energy readings in ``[start, end)``."""
         query = sql.SQL(
-            "SELECT DISTINCT a.meter_id, m.serial FROM {s}.{t} a JOIN {s}.meters m "
-            "ON m.id = a.meter_id WHERE a.quantity = %s AND a.bucket >= %s AND a.bucket < %s "
-            "ORDER BY m.serial"
-        ).format(s=self.schema, t=sql.Identifier(_TABLE[interval]))
+            "SELECT DISTINCT a.meter_id, m.serial FROM ({w}) a JOIN {s}.meters m "
+            "ON m.id = a.meter_id ORDER BY m.serial"
+        ).format(
+            s=self.schema,
+            w=windows_sql(self.schema_name, _LEVEL[interval], meters="all", quantity=True),
+        )
         async with self.pool.connection() as conn:
-            cur = await conn.execute(query, (ENERGY_IMPORT.id, start, end))
+            cur = await conn.execute(
+                query, {"quantity": ENERGY_IMPORT.id, "start": start, "end": end}
+            )
             return [(row[0], row[1]) for row in await cur.fetchall()]
 
 

@@ -26,6 +26,7 @@ class MetersProjection(Projection[MetersView]):
             Meter.CustomerUnassigned,
             Meter.ConnectionProfileChanged,
             Meter.Decommissioned,
+            Meter.FirmwareChanged,
         )
     )
 
@@ -73,6 +74,12 @@ class MetersProjection(Projection[MetersView]):
             e.timestamp,
             tracking,
             connection=e.connection,
+        )
+
+    @process_event.register
+    def _(self, e: Meter.FirmwareChanged, tracking: Tracking) -> None:
+        self.view.changed(
+            e.originator_id, e.originator_version, e.timestamp, tracking, firmware=e.firmware
         )
 
     @process_event.register

@@ -12,7 +12,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from domain.values import ConnectionProfile, Location, MeterStatus
+from domain.meter_view import STATE_FIELDS, MeterState
+from domain.values import MeterStatus
 from projections.meters_projection import MetersProjection
 from projections.projection_position import ProjectionPosition
 
@@ -20,30 +21,9 @@ MAX_PAGE = 500
 ONLINE_WINDOW = timedelta(minutes=15)
 
 
-class MeterRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One meter as the read model shows it."""
+class MeterRow(MeterState, frozen=True, kw_only=True):
+    """One meter as the read model shows it: its state (``domain.meter_view``) and last reading."""
 
-    id: UUID
-    serial: str
-    manufacturer: str
-    model: str
-    firmware: str
-    meter_type: str | None
-    phases: int
-    region: str
-    area: str
-    status: MeterStatus
-    customer_account: str | None
-    location: Location | None
-    connection: ConnectionProfile
-    concentrator_id: str | None
-    sim_card: str | None
-    registered_at: datetime
-    commissioned_at: datetime | None
-    decommissioned_at: datetime | None
-    decommission_reason: str | None
-    updated_at: datetime
-    version: int
     last_seen: datetime | None = None
     """Newest reading's timestamp (None until the meter reports)."""
 
@@ -59,6 +39,8 @@ class MeterFilter(msgspec.Struct, frozen=True, kw_only=True):
     area: str | None = None
     status: MeterStatus | None = None
     customer_account: str | None = None
+    serial_prefix: str | None = None
+    """Serials starting with this text, regardless of case."""
 
 
 class MeterPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,14 +71,18 @@ def decode_cursor(cursor: str) -> str:
     return raw[2:].decode(errors="replace")
 
 
-_COLUMNS = sql.SQL(
-    "m.id, m.serial, m.manufacturer, m.model, m.firmware, m.meter_type, m.phases, m.region, "
-    "m.area, m.status, m.customer_account, m.location, m.connection, m.concentrator_id, "
-    "m.sim_card, m.registered_at, m.commissioned_at, m.decommissioned_at, "
-    "m.decommission_reason, m.updated_at, m.version, s.last_seen"
+_COLUMNS = sql.SQL(", ").join(
+    [*(sql.Identifier("m", name) for name in STATE_FIELDS), sql.Identifier("s", "last_seen")]
 )
+"""A meter's state (the read model's columns are named as its fields) and its last reading."""
 # meter_status is written by the reading workers; a meter that never reported has no row.
 _FROM = "{schema}.meters m LEFT JOIN {schema}.meter_status s ON s.meter_id = m.id"
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with ``text`` (wildcards taken literally)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
 
 
 class MeterQueries(ProjectionPosition):
@@ -127,6 +113,9 @@ class MeterQueries(ProjectionPosition):
             if value is not None:
                 conditions.append(sql.SQL("{} = %s").format(sql.Identifier("m", column)))
                 params.append(str(value))
+        if filter_.serial_prefix:
+            conditions.append(sql.SQL("upper(m.serial) LIKE %s ESCAPE '\\'"))
+            params.append(_like_prefix(filter_.serial_prefix.upper()))
         if after is not None:
             conditions.append(sql.SQL("m.serial > %s"))
             params.append(decode_cursor(after))

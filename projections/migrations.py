@@ -9,22 +9,22 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from projections.dlms_schema import DLMS_TABLES
+from projections import aggregate_levels, timescale
+from projections.dlms_schema import DLMS_FIELD_TABLES, DLMS_TABLES
 
 log = logging.getLogger(__name__)
 
 Migration = Callable[[psycopg.Connection[Any], str], None]
 """A migration written in Python: ``(connection, schema) -> None``, run inside the transaction."""
 
-# Retention the TimescaleDB policies start with (the HES_RETENTION_*_DAYS defaults); the native
-# path takes the configured values at each ``projections.partitions.drop_expired`` call instead.
+# Retention the TimescaleDB community build's policies start with (the HES_RETENTION_*_DAYS
+# defaults); the reading workers set them to the configured days on their first round.
 TIMESCALE_RETENTION_DAYS = {
     "readings": 7,
     "readings_1m": 30,
     "readings_15m": 90,
     "readings_30m": 90,
 }
-TIMESCALE_COMPRESS_AFTER = "2 days"
 
 _READINGS_COLUMNS = """
     meter_id uuid NOT NULL,
@@ -99,29 +99,29 @@ CREATE TABLE {schema}.storage_info (
 """
 
 
-def _timescale_usable(conn: psycopg.Connection[Any]) -> bool:
-    # The extension must be installed on the server and preloaded, else CREATE EXTENSION fails.
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), "
-        "current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
-    ).fetchone()
-    return row is not None and bool(row[0]) and bool(row[1])
-
-
 def time_series_read_models(conn: psycopg.Connection[Any], schema: str) -> None:
     """Create readings, aggregates, regional load and meter status on the best storage here."""
-    ident = sql.Identifier(schema)
-    timescale = _timescale_usable(conn)
+    edition = None
+    if timescale.usable(conn):
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        row = conn.execute(timescale.EDITION_QUERY).fetchone()
+        edition = timescale.edition_of(row[0] if row else None)
     log.info(
         "time-series storage: %s",
-        "TimescaleDB hypertables" if timescale else "native daily partitions",
+        f"TimescaleDB hypertables ({edition} build)" if edition else "native daily partitions",
     )
-    if timescale:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    create_time_series(conn, schema, edition)
+
+
+def create_time_series(
+    conn: psycopg.Connection[Any], schema: str, edition: timescale.Edition | None
+) -> None:
+    """The time-series read models: native daily partitions, or hypertables of ``edition``."""
+    ident = sql.Identifier(schema)
     for table, (time_column, columns) in _TIME_SERIES.items():
         partitioning = (
             sql.SQL("")
-            if timescale
+            if edition
             else sql.SQL(" PARTITION BY RANGE ({})").format(sql.Identifier(time_column))
         )
         conn.execute(
@@ -129,38 +129,51 @@ def time_series_read_models(conn: psycopg.Connection[Any], schema: str) -> None:
                 ident, sql.Identifier(table), sql.SQL(columns), partitioning
             )
         )
-        if timescale:
-            _hypertable(conn, schema, table, time_column)
+        if edition:
+            days = TIMESCALE_RETENTION_DAYS[table]
+            for statement in timescale.hypertable_statements(
+                schema, table, time_column, edition, days
+            ):
+                conn.execute(statement)
     conn.execute(sql.SQL(_READ_MODELS).format(schema=ident))
     conn.execute(
         sql.SQL("INSERT INTO {}.storage_info (key, value) VALUES ('time_series', %s)").format(
             ident
         ),
-        ("timescaledb" if timescale else "native",),
+        ("timescaledb" if edition else "native",),
     )
 
 
-def _hypertable(conn: psycopg.Connection[Any], schema: str, table: str, column: str) -> None:
-    qualified = f"{schema}.{table}"
-    conn.execute(
-        "SELECT create_hypertable(%s::regclass, %s, chunk_time_interval => interval '1 day')",
-        (qualified, column),
-    )
-    conn.execute(
-        sql.SQL(
-            "ALTER TABLE {} SET (timescaledb.compress, "
-            "timescaledb.compress_segmentby = 'meter_id, quantity', "
-            "timescaledb.compress_orderby = {})"
-        ).format(sql.Identifier(schema, table), sql.Literal(column))
-    )
-    conn.execute(
-        "SELECT add_compression_policy(%s::regclass, %s::interval)",
-        (qualified, TIMESCALE_COMPRESS_AFTER),
-    )
-    conn.execute(
-        "SELECT add_retention_policy(%s::regclass, %s::interval)",
-        (qualified, f"{TIMESCALE_RETENTION_DAYS[table]} days"),
-    )
+_THIN_AGGREGATES: LiteralString = """
+CREATE TABLE {schema}.regional_readings_15m (
+    region text NOT NULL,
+    bucket timestamptz NOT NULL,
+    readings bigint NOT NULL,
+    PRIMARY KEY (region, bucket)
+) WITH (fillfactor = 80);
+INSERT INTO {schema}.regional_readings_15m (region, bucket, readings)
+SELECT region, bucket, sum(count) FROM {schema}.readings_15m GROUP BY region, bucket;
+-- Windows finer than their data are derived on read from now on (projections/aggregate_levels).
+DELETE FROM {schema}.readings_1m c USING {schema}.readings_15m p
+WHERE p.meter_id = c.meter_id AND p.quantity = c.quantity
+    AND p.bucket = date_bin('15 minutes', c.bucket, timestamptz '2000-01-01 00:00:00+00')
+    AND p.count < 16;
+DELETE FROM {schema}.readings_1m c USING {schema}.readings_30m p
+WHERE p.meter_id = c.meter_id AND p.quantity = c.quantity
+    AND p.bucket = date_bin('30 minutes', c.bucket, timestamptz '2000-01-01 00:00:00+00')
+    AND p.count <= 2;
+DELETE FROM {schema}.readings_15m c USING {schema}.readings_30m p
+WHERE p.meter_id = c.meter_id AND p.quantity = c.quantity
+    AND p.bucket = date_bin('30 minutes', c.bucket, timestamptz '2000-01-01 00:00:00+00')
+    AND p.count <= 2;
+"""
+
+
+def thin_aggregates(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Keep only the aggregate windows that compress; count readings per region and window."""
+    conn.execute(sql.SQL(_THIN_AGGREGATES).format(schema=sql.Identifier(schema)))
+    for statement in aggregate_levels.create_views(schema):
+        conn.execute(statement)
 
 
 # Each entry is applied once, in order, inside one transaction with its version record:
@@ -397,7 +410,296 @@ MIGRATIONS: list[tuple[int, str, str | Migration]] = [
         """,
     ),
     (9, "DLMS: remote commands, meter state, keys, counters, collection", DLMS_TABLES),
+    (
+        10,
+        "projection status: each projection's and relay's supervisor state, stalls",
+        """
+        CREATE TABLE {schema}.projection_status (
+            name text PRIMARY KEY,
+            state text NOT NULL CHECK (state IN ('running', 'stalled', 'stopped')),
+            since timestamptz NOT NULL,
+            failures integer NOT NULL DEFAULT 0,
+            failed_position bigint,
+            failed_event uuid,
+            failed_topic text,
+            error text
+        );
+        CREATE TABLE {schema}.notifier_skips (
+            stream_seq bigint PRIMARY KEY,
+            skipped_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    (
+        11,
+        "DLMS: model profiles, association views, register units, task outcomes",
+        DLMS_FIELD_TABLES,
+    ),
+    (
+        12,
+        "results of `hes audit verify`, newest shown to auditors",
+        """
+        CREATE TABLE {schema}.audit_verifications (
+            id bigserial PRIMARY KEY,
+            ran_at timestamptz NOT NULL DEFAULT now(),
+            ran_by text NOT NULL,
+            intact boolean NOT NULL,
+            anchors integer NOT NULL,
+            report jsonb NOT NULL
+        );
+        """,
+    ),
+    (
+        13,
+        "aggregates stored only where they compress (finer windows derived on read); "
+        "reading counts per region and 15 minutes; windows_* views",
+        thin_aggregates,
+    ),
+    (
+        14,
+        "reading partition leases and the reading workers holding them",
+        """
+        CREATE TABLE {schema}.reading_leases (
+            partition integer PRIMARY KEY,
+            owner text,
+            epoch bigint NOT NULL DEFAULT 0,
+            backend_pid integer,
+            backend_start timestamptz,
+            expires_at timestamptz NOT NULL DEFAULT '-infinity'
+        );
+        CREATE TABLE {schema}.reading_workers (
+            worker text PRIMARY KEY,
+            host text NOT NULL,
+            pid integer NOT NULL,
+            backend_pid integer NOT NULL,
+            backend_start timestamptz NOT NULL,
+            seen_at timestamptz NOT NULL
+        );
+        """,
+    ),
+    (
+        15,
+        "customers read model (personal data sealed only) and customers' data keys",
+        """
+        CREATE TABLE {schema}.customers (
+            id uuid PRIMARY KEY,
+            account text NOT NULL UNIQUE,
+            sealed text,
+            area text NOT NULL,
+            customer_type text NOT NULL,
+            tariff_plan text NOT NULL,
+            connection_date date,
+            status text NOT NULL,
+            erased boolean NOT NULL DEFAULT false,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            version integer NOT NULL
+        );
+        CREATE INDEX customers_area_idx ON {schema}.customers (area, account);
+        CREATE INDEX customers_status_idx ON {schema}.customers (status, account);
+        CREATE TABLE {schema}.customer_keys (
+            customer_id uuid PRIMARY KEY,
+            sealed_key bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    (
+        16,
+        "SIM card inventory read model",
+        """
+        CREATE TABLE {schema}.sim_cards (
+            id uuid PRIMARY KEY,
+            iccid text NOT NULL UNIQUE,
+            sim_number text,
+            imsi text,
+            msisdn text,
+            provider text NOT NULL,
+            status text NOT NULL,
+            ip_address text,
+            apn text,
+            data_limit_mb bigint,
+            activation_date date,
+            meter_serial text,
+            added_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            version integer NOT NULL
+        );
+        CREATE INDEX sim_cards_provider_idx ON {schema}.sim_cards (provider, iccid);
+        CREATE INDEX sim_cards_status_idx ON {schema}.sim_cards (status, iccid);
+        CREATE INDEX sim_cards_meter_idx ON {schema}.sim_cards (upper(meter_serial))
+            WHERE meter_serial IS NOT NULL;
+        """,
+    ),
+    (
+        17,
+        "fleet operations: firmware image bytes and metadata, TOU plans, campaigns",
+        """
+        CREATE TABLE {schema}.firmware_image_bytes (
+            image_id uuid PRIMARY KEY,
+            sha256 text NOT NULL,
+            image bytea NOT NULL,
+            stored_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE {schema}.firmware_images (
+            id uuid PRIMARY KEY,
+            identifier text NOT NULL,
+            manufacturer text NOT NULL,
+            model text NOT NULL,
+            sha256 text NOT NULL,
+            size integer NOT NULL,
+            uploaded_by text NOT NULL,
+            uploaded_at timestamptz NOT NULL,
+            deleted_at timestamptz,
+            version integer NOT NULL
+        );
+        CREATE INDEX firmware_images_model_idx ON {schema}.firmware_images
+            (manufacturer, model, identifier);
+        CREATE TABLE {schema}.tou_plans (
+            id uuid PRIMARY KEY,
+            tariff_plan text NOT NULL UNIQUE,
+            latest_version integer NOT NULL,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL
+        );
+        CREATE TABLE {schema}.tou_plan_versions (
+            plan_id uuid NOT NULL,
+            version integer NOT NULL,
+            calendar jsonb NOT NULL,
+            created_by text NOT NULL,
+            created_at timestamptz NOT NULL,
+            PRIMARY KEY (plan_id, version)
+        );
+        CREATE TABLE {schema}.campaigns (
+            id uuid PRIMARY KEY,
+            name text NOT NULL,
+            kind text NOT NULL,
+            status text NOT NULL,
+            spec jsonb NOT NULL,
+            started_by text NOT NULL,
+            started_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            finished_at timestamptz,
+            meters integer NOT NULL,
+            pending integer NOT NULL,
+            running integer NOT NULL DEFAULT 0,
+            succeeded integer NOT NULL DEFAULT 0,
+            failed integer NOT NULL DEFAULT 0,
+            skipped integer NOT NULL DEFAULT 0,
+            attempts integer NOT NULL DEFAULT 0,
+            version integer NOT NULL
+        );
+        CREATE INDEX campaigns_status_idx ON {schema}.campaigns (status, started_at DESC);
+        CREATE TABLE {schema}.campaign_meters (
+            campaign_id uuid NOT NULL,
+            serial text NOT NULL,
+            meter_id uuid NOT NULL,
+            cell text NOT NULL,
+            state text NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            command_id uuid,
+            reason text,
+            updated_at timestamptz NOT NULL,
+            PRIMARY KEY (campaign_id, serial)
+        );
+        CREATE INDEX campaign_meters_state_idx ON {schema}.campaign_meters
+            (campaign_id, state, serial);
+        """,
+    ),
+    (
+        18,
+        "firmware updates awaiting a scheduled activation: the command's step, campaign count",
+        """
+        ALTER TABLE {schema}.remote_commands ADD COLUMN firmware_step text;
+        ALTER TABLE {schema}.campaigns ADD COLUMN awaiting integer NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        19,
+        "consumption insights read models: patterns, forecasts, anomaly scores, insight feed",
+        """
+        CREATE TABLE {schema}.insight_runs (
+            id bigserial PRIMARY KEY,
+            trigger text NOT NULL,
+            actor text NOT NULL,
+            window_start timestamptz NOT NULL,
+            window_end timestamptz NOT NULL,
+            meters integer NOT NULL,
+            seconds double precision NOT NULL,
+            finished_at timestamptz NOT NULL DEFAULT now(),
+            summary jsonb NOT NULL
+        );
+        CREATE TABLE {schema}.meter_patterns (
+            meter_id uuid PRIMARY KEY,
+            region text NOT NULL,
+            as_of timestamptz NOT NULL,
+            days integer NOT NULL,
+            mean_w double precision NOT NULL,
+            base_w double precision NOT NULL,
+            peak_w double precision NOT NULL,
+            trend_pct_week double precision NOT NULL,
+            daily_profile_w double precision[] NOT NULL,
+            weekly_kwh double precision[] NOT NULL
+        );
+        CREATE TABLE {schema}.meter_forecasts (
+            meter_id uuid PRIMARY KEY,
+            region text NOT NULL,
+            made_at timestamptz NOT NULL,
+            start timestamptz NOT NULL,
+            mean_w double precision[] NOT NULL,
+            lower_w double precision[] NOT NULL,
+            upper_w double precision[] NOT NULL
+        );
+        CREATE TABLE {schema}.region_forecasts (
+            region text PRIMARY KEY,
+            made_at timestamptz NOT NULL,
+            start timestamptz NOT NULL,
+            model text NOT NULL,
+            mean_w double precision[] NOT NULL,
+            lower_w double precision[] NOT NULL,
+            upper_w double precision[] NOT NULL
+        );
+        CREATE TABLE {schema}.anomaly_scores (
+            meter_id uuid NOT NULL,
+            day date NOT NULL,
+            region text NOT NULL,
+            score real NOT NULL,
+            reason text NOT NULL,
+            PRIMARY KEY (meter_id, day)
+        );
+        CREATE INDEX anomaly_scores_day_idx ON {schema}.anomaly_scores (day, score DESC);
+        CREATE TABLE {schema}.insights (
+            id text PRIMARY KEY,
+            category text NOT NULL,
+            kind text NOT NULL,
+            region text NOT NULL,
+            meter_id uuid,
+            title text NOT NULL,
+            evidence text[] NOT NULL,
+            confidence real NOT NULL,
+            since timestamptz,
+            first_seen timestamptz NOT NULL,
+            last_seen timestamptz NOT NULL,
+            active boolean NOT NULL,
+            run_id bigint NOT NULL
+        );
+        CREATE INDEX insights_feed_idx
+            ON {schema}.insights (active, region, category, confidence DESC);
+        CREATE INDEX insights_meter_idx ON {schema}.insights (meter_id) WHERE meter_id IS NOT NULL;
+        """,
+    ),
 ]
+
+METERS_VIEW = 1
+"""The migration creating the meters read model (rebuilt by ``hes projections rebuild``)."""
+TIME_SERIES = (2, 13)
+"""The migrations creating the time-series read models and their ``windows_*`` views."""
+PARTITION_LEASES = 14
+"""The migration creating the reading workers' partition leases."""
+CUSTOMERS = 15
+"""The migration creating the customers read model and the customers' data keys."""
+INSIGHTS = 19
+"""The migration creating the consumption-insights read models."""
 
 _LOCK_KEY = 0x4E5_0001
 

@@ -14,10 +14,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from commands.context import Actor
+from commands.notification_subscriptions import NotificationSubscriptions, authorize_reader
 from commands.policy import COMMAND_ROLES
 from domain.errors import FieldError, NotFound, ValidationFailed
 from domain.notifications import DeliveryStatus, EventKind, Verdict
-from projections.notification_subscriptions import NotificationSubscriptions, authorize_reader
 
 MAX_PAGE = 200
 

@@ -10,6 +10,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from projections import timescale
+
 TABLES = ("readings", "readings_1m", "readings_15m", "readings_30m")
 """The tables partitioned by day (``<table>_pYYYYMMDD``)."""
 
@@ -78,6 +80,16 @@ async def ensure_partitions(
     return created
 
 
+def retention_days(*, raw_days: int, m1_days: int, aggregate_days: int) -> dict[str, int]:
+    """Days each time-series table keeps (HES_RETENTION_RAW/_1M/_AGGREGATE_DAYS)."""
+    return {
+        "readings": raw_days,
+        "readings_1m": m1_days,
+        "readings_15m": aggregate_days,
+        "readings_30m": aggregate_days,
+    }
+
+
 async def drop_expired(
     conn: psycopg.AsyncConnection[Any],
     schema: str,
@@ -87,15 +99,13 @@ async def drop_expired(
     m1_days: int,
     aggregate_days: int,
 ) -> list[str]:
-    """Drop the partitions lying wholly before each table's retention; return their names."""
+    """Apply each table's retention: drop whole expired partitions (or chunks); return names.
+
+    On TimescaleDB storage, ``projections.timescale`` applies the same days.
+    """
+    keep = retention_days(raw_days=raw_days, m1_days=m1_days, aggregate_days=aggregate_days)
     if await storage_kind(conn, schema) != "native":
-        return []
-    keep = {
-        "readings": raw_days,
-        "readings_1m": m1_days,
-        "readings_15m": aggregate_days,
-        "readings_30m": aggregate_days,
-    }
+        return await timescale.enforce_retention(conn, schema, keep)
     dropped: list[str] = []
     async with conn.transaction():
         # DROP needs an exclusive lock on the parent: give up rather than stall every writer

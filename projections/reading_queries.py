@@ -13,6 +13,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from projections.aggregate_levels import M1, M15, M30, windows_sql
+
 MAX_READINGS_PAGE = 5000
 MAX_AGGREGATE_ROWS = 10_000
 REPORTING_WINDOW = timedelta(minutes=15)
@@ -26,7 +28,7 @@ class Interval(enum.StrEnum):
     M30 = "M30"
 
 
-_TABLES = {Interval.M1: "readings_1m", Interval.M15: "readings_15m", Interval.M30: "readings_30m"}
+_LEVELS = {Interval.M1: M1, Interval.M15: M15, Interval.M30: M30}
 
 
 class ReadingRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,8 +96,8 @@ class RegionFleet(msgspec.Struct, frozen=True, kw_only=True):
     meters_registered: int
     meters_reporting: int
     """Meters with a reading in the last 15 minutes."""
-    readings_last_minute: int
-    """Readings per minute over the last complete 15-minute window."""
+    readings_per_minute: int
+    """Average readings per minute over the last complete 15-minute window."""
     completeness_pct: float
     """Reporting meters as a share of the region's active meters."""
 
@@ -125,6 +127,7 @@ class ReadingQueries:
 
     def __init__(self, pool: AsyncConnectionPool[Any], schema: str) -> None:
         self.pool = pool
+        self.schema_name = schema
         self.schema = sql.Identifier(schema)
 
     async def readings(
@@ -153,6 +156,19 @@ class ReadingQueries:
             end_cursor=encode_ts_cursor(items[-1].ts) if items else None,
         )
 
+    async def latest(
+        self, meter_id: UUID, quantities: list[int], start: datetime, end: datetime
+    ) -> list[ReadingRow]:
+        """The newest reading of each quantity of one meter with ``start <= ts <= end``."""
+        query = sql.SQL(
+            "SELECT r.meter_id, r.quantity, r.ts, r.value, r.quality, r.source, r.received_at "
+            "FROM unnest(%s::smallint[]) AS q(id) CROSS JOIN LATERAL ("
+            "SELECT * FROM {}.readings WHERE meter_id = %s AND quantity = q.id "
+            "AND ts >= %s AND ts <= %s ORDER BY ts DESC LIMIT 1) r ORDER BY r.quantity"
+        ).format(self.schema)
+        rows = await self._rows(query, (quantities, meter_id, start, end))
+        return [msgspec.convert(r, ReadingRow) for r in rows]
+
     async def aggregates(
         self,
         meter_id: UUID,
@@ -162,17 +178,20 @@ class ReadingQueries:
         quantity: int | None = None,
     ) -> list[AggregateRow]:
         """Windows of one meter (one quantity or all) with buckets in ``[start, end)``."""
-        table = sql.Identifier(_TABLES[interval])
-        condition = sql.SQL("AND quantity = %s") if quantity is not None else sql.SQL("")
+        windows = windows_sql(
+            self.schema_name, _LEVELS[interval], meters="one", quantity=quantity is not None
+        )
         query = sql.SQL(
             "SELECT meter_id, quantity, bucket, count, sum, min, max, first_ts, first_value, "
-            "last_ts, last_value FROM {}.{} WHERE meter_id = %s {} AND bucket >= %s "
-            "AND bucket < %s ORDER BY quantity, bucket LIMIT %s"
-        ).format(self.schema, table, condition)
-        params: list[Any] = [meter_id]
-        if quantity is not None:
-            params.append(quantity)
-        params += [start, end, MAX_AGGREGATE_ROWS]
+            "last_ts, last_value FROM ({}) w ORDER BY quantity, bucket LIMIT %(limit)s"
+        ).format(windows)
+        params = {
+            "meter": meter_id,
+            "quantity": quantity,
+            "start": start,
+            "end": end,
+            "limit": MAX_AGGREGATE_ROWS,
+        }
         return [msgspec.convert(r, AggregateRow) for r in await self._rows(query, params)]
 
     async def regional_load(
@@ -200,11 +219,11 @@ class ReadingQueries:
                 SELECT region, count(*) AS n FROM {s}.meter_status
                 WHERE last_seen >= %(since)s GROUP BY region),
             last_window AS (
-                SELECT region, sum(count) / 15 AS n FROM {s}.readings_15m
-                WHERE region IS NOT NULL AND bucket = %(window)s GROUP BY region)
+                SELECT region, readings / 15 AS n FROM {s}.regional_readings_15m
+                WHERE bucket = %(window)s)
             SELECT r.region, r.n AS meters_registered,
                    coalesce(p.n, 0) AS meters_reporting,
-                   coalesce(m.n, 0) AS readings_last_minute
+                   coalesce(m.n, 0) AS readings_per_minute
             FROM registered r
             LEFT JOIN reporting p USING (region)
             LEFT JOIN last_window m USING (region)
@@ -217,7 +236,7 @@ class ReadingQueries:
                 region=r["region"],
                 meters_registered=int(r["meters_registered"]),
                 meters_reporting=int(r["meters_reporting"]),
-                readings_last_minute=int(r["readings_last_minute"]),
+                readings_per_minute=int(r["readings_per_minute"]),
                 completeness_pct=round(
                     100.0
                     * min(int(r["meters_reporting"]), int(r["meters_registered"]))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+import psycopg
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,13 +26,16 @@ from adapters.metrics import (
 )
 from adapters.nats.dead_letters import DeadLetterPublisher
 from adapters.nats.reading_consumer import ReadingConsumer
+from config.settings import (
+    DatabaseSettings,
+    NatsSettings,
+    ReadingSettings,
+)
 from domain.readings import MeterBatch
-from hes.settings import Settings
-from projections.detectors import DetectorReport, Detectors
 from projections.interval_export import export_due
+from projections.partition_leases import LeaseLost, PartitionLeases
 from projections.partitions import drop_expired, ensure_partitions
 from projections.reading_store import ReadingStore, WriteResult
-from projections.tariff_engine import TariffEngine
 
 log = logging.getLogger(__name__)
 
@@ -41,47 +46,82 @@ EXPORT_INTERVAL = 900.0
 TARIFF_INTERVAL = 15.0
 
 
+class RoundOfProcess(Protocol):
+    """A process the worker runs every so often (the tariff engine, the detectors)."""
+
+    async def run_once(self, now: datetime) -> Any:
+        """React once to what the read models show at ``now``; return a report."""
+
+    async def close(self) -> None:
+        """Release what the process opened."""
+
+
 class ReadingWorker:
-    """Consumes READINGS partitions and writes each fetched group in one transaction."""
+    """Consumes READINGS partitions and writes each group in one transaction, ack after commit.
+
+    Without ``partitions`` the worker shares all of them with every other worker of the schema
+    through partition leases (``projections.partition_leases``) and fences each write with them;
+    with ``partitions`` it consumes exactly those (tests, tools).
+    """
 
     def __init__(
         self,
-        settings: Settings,
+        database: DatabaseSettings,
+        nats: NatsSettings,
+        readings: ReadingSettings,
         nc: NatsClient,
+        pool: AsyncConnectionPool[Any],
         partitions: Sequence[int] | None = None,
         *,
+        tariff_engine: RoundOfProcess,
+        detectors: RoundOfProcess,
+        detector_interval: float,
         on_commit: OnCommit | None = None,
-        ack_wait: float = 30.0,
+        ack_wait: float | None = None,
     ) -> None:
-        if settings.database_url is None:
+        if database.url is None:
             raise ValueError("database URL is not resolved")
-        parts = list(partitions if partitions is not None else range(settings.reading_partitions))
-        self.settings = settings
-        self.store = ReadingStore(settings.db_schema, settings.default_region_capacity_kw * 1000)
-        # One connection per partition task: partitions are handled concurrently.
-        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=len(parts),
-            open=False,
-            timeout=10,
-            kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection,
+        self.database, self.nats, self.readings = database, nats, readings
+        self.detector_interval = detector_interval
+        self.store = ReadingStore(database.schema, readings.default_region_capacity_kw * 1000)
+        # Opened and closed by ``run``; the tariff engine and the detectors read through it too.
+        self.pool = pool
+        self.leases = (
+            PartitionLeases(
+                database.url,
+                database.schema,
+                readings.partitions,
+                readings.lease_seconds,
+            )
+            if partitions is None
+            else None
         )
         self.consumer = ReadingConsumer(
-            nc, settings, parts, dead_letters=DeadLetterPublisher(nc, settings), ack_wait=ack_wait
+            nc,
+            nats,
+            readings,
+            [] if partitions is None else list(partitions),
+            dead_letters=DeadLetterPublisher(nc, nats),
+            ack_wait=ack_wait or readings.ack_wait_seconds,
         )
         self.on_commit = on_commit
         self.nc = nc
-        # Builds its TariffBook on first use; concurrent engines of other workers are safe.
-        self.tariff_engine = TariffEngine(settings, self.pool)
-        self.detectors = Detectors(settings, self.pool)
+        # Concurrent engines of other workers are safe.
+        self.tariff_engine = tariff_engine
+        self.detectors = detectors
 
-    async def handle(self, batches: list[MeterBatch]) -> None:
-        """Write one fetched group; raising makes the consumer redeliver it later."""
+    async def handle(self, batches: list[MeterBatch], partitions: Sequence[int] = ()) -> None:
+        """Write one group (of ``partitions``); raising makes the consumer redeliver it later."""
         started = time.perf_counter()
+        leases = self.leases
+        fence = None if leases is None else functools.partial(leases.fence, partitions)
         async with self.pool.connection() as conn:
-            result = await self.store.write(conn, batches)
+            try:
+                result = await self.store.write(conn, batches, fence)
+            except psycopg.Error as exc:
+                if leases is not None and leases.lost(exc):
+                    raise LeaseLost(str(exc)) from exc
+                raise
         committed = datetime.now(UTC)
         WRITE_SECONDS.observe(time.perf_counter() - started)
         WRITE_BATCHES.inc()
@@ -99,7 +139,7 @@ class ReadingWorker:
         """Consume until ``stop`` is set; keeps the lag gauge and retention going meanwhile."""
         await self.pool.open(wait=False)
         try:
-            await self.consumer.ensure_consumers()
+            await self.consumer.ensure_consumers(range(self.readings.partitions))
             async with asyncio.TaskGroup() as group:
                 housekeeping = [
                     group.create_task(self._every(LAG_INTERVAL, self._update_lag, stop)),
@@ -109,14 +149,26 @@ class ReadingWorker:
                     group.create_task(self._every(EXPORT_INTERVAL, self.export_intervals, stop)),
                     group.create_task(self._every(TARIFF_INTERVAL, self.apply_tariffs, stop)),
                     group.create_task(
-                        self._every(
-                            self.settings.detector_interval_seconds, self.run_detectors, stop
-                        )
+                        self._every(self.detector_interval, self.run_detectors, stop)
                     ),
                 ]
-                await self.consumer.run(self.handle, stop)
+                # Leases are given back only after the consumer has finished its groups.
+                consumed = asyncio.Event()
+                leasing = (
+                    group.create_task(
+                        self.leases.run(self.consumer.add, self.consumer.remove, consumed)
+                    )
+                    if self.leases is not None
+                    else None
+                )
+                try:
+                    await self.consumer.run_groups(self.handle, stop)
+                finally:
+                    consumed.set()
                 for task in housekeeping:
                     task.cancel()
+                if leasing is not None:
+                    await leasing
         finally:
             await self.tariff_engine.close()
             await self.detectors.close()
@@ -124,18 +176,18 @@ class ReadingWorker:
 
     async def enforce_retention(self) -> list[str]:
         """Create today's and tomorrow's partitions, drop expired ones; return those dropped."""
-        s = self.settings
         today = datetime.now(UTC).date()
         async with self.pool.connection() as conn:
             # Tomorrow's partitions exist before midnight, so no write waits to create them.
-            await ensure_partitions(conn, s.db_schema, [today, today + timedelta(days=1)])
+            schema = self.database.schema
+            await ensure_partitions(conn, schema, [today, today + timedelta(days=1)])
             dropped = await drop_expired(
                 conn,
-                s.db_schema,
+                schema,
                 now=datetime.now(UTC),
-                raw_days=s.retention_raw_days,
-                m1_days=s.retention_1m_days,
-                aggregate_days=s.retention_aggregate_days,
+                raw_days=self.readings.retention_raw_days,
+                m1_days=self.readings.retention_1m_days,
+                aggregate_days=self.readings.retention_aggregate_days,
             )
         if dropped:
             log.info("retention dropped partitions: %s", ", ".join(dropped))
@@ -143,14 +195,16 @@ class ReadingWorker:
 
     async def export_intervals(self) -> None:
         """Publish the interval exports of finished days not exported yet."""
-        s = self.settings
-        await export_due(self.pool, self.nc, s.db_schema, s.nats_prefix, now=datetime.now(UTC))
+        await export_due(
+            self.pool, self.nc, self.database.schema, self.nats.prefix, now=datetime.now(UTC)
+        )
 
     async def apply_tariffs(self) -> list[str]:
         """Price regions from their changed load windows; return the regions repriced."""
-        return await self.tariff_engine.run_once(datetime.now(UTC))
+        repriced: list[str] = await self.tariff_engine.run_once(datetime.now(UTC))
+        return repriced
 
-    async def run_detectors(self, now: datetime | None = None) -> DetectorReport:
+    async def run_detectors(self, now: datetime | None = None) -> Any:
         """Raise and clear alerts from the read models (overload, comm failure, anomaly)."""
         return await self.detectors.run_once(now or datetime.now(UTC))
 

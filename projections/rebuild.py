@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, cast
 
@@ -39,11 +39,12 @@ from rich.table import Table
 from adapters.nats.reading_consumer import consumer_name
 from adapters.nats.subjects import live_subject
 from commands.meters import MeterRegistry
+from config.settings import DatabaseSettings, NatsSettings, ReadingSettings
 from domain.readings import MeterBatch, decode_batch
-from hes.settings import Settings
 from projections.meters_projection import MetersProjection
 from projections.meters_view import MetersView
-from projections.migrations import MIGRATIONS
+from projections.migrations import METERS_VIEW, MIGRATIONS, TIME_SERIES
+from projections.partitions import retention_days
 from projections.reading_store import ReadingStore
 
 NAMES = ("meters_view", "readings")
@@ -111,10 +112,13 @@ class _Spec(msgspec.Struct, frozen=True):
 _METERS = _Spec("meters", ("id",))
 _READINGS_SPECS = (
     _Spec("readings", ("meter_id", "quantity", "ts"), "ts"),
-    _Spec("readings_1m", ("meter_id", "quantity", "bucket"), "bucket"),
-    _Spec("readings_15m", ("meter_id", "quantity", "bucket"), "bucket"),
-    _Spec("readings_30m", ("meter_id", "quantity", "bucket"), "bucket"),
+    # Every window of each level as queries see it (stored or derived): which windows are
+    # stored depends only on the readings, but the answer is what has to be equal.
+    _Spec("windows_1m", ("meter_id", "quantity", "bucket"), "bucket"),
+    _Spec("windows_15m", ("meter_id", "quantity", "bucket"), "bucket"),
+    _Spec("windows_30m", ("meter_id", "quantity", "bucket"), "bucket"),
     _Spec("regional_load_15m", ("region", "bucket"), "bucket", ("updated_at",)),
+    _Spec("regional_readings_15m", ("region", "bucket"), "bucket"),
     _Spec("meter_status", ("meter_id",)),
 )
 
@@ -124,43 +128,65 @@ def scratch_schema_name(schema: str) -> str:
     return f"{schema}_rebuild_{secrets.token_hex(4)}"
 
 
-def rebuild(settings: Settings, name: str, *, keep: bool = False) -> RebuildReport:
+Progress = Callable[[int, int], None]
+"""Told ``(done, total)`` as a rebuild replays: events by position, or stream messages."""
+
+
+def rebuild(
+    database: DatabaseSettings,
+    nats_settings: NatsSettings,
+    readings: ReadingSettings,
+    name: str,
+    *,
+    keep: bool = False,
+    progress: Progress | None = None,
+) -> RebuildReport:
     """Rebuild the read model ``name`` (one of ``NAMES``) and compare it with the live one."""
     if name == "meters_view":
-        return rebuild_meters_view(settings, keep=keep)
+        return rebuild_meters_view(database, keep=keep, progress=progress)
     if name == "readings":
-        return asyncio.run(rebuild_readings(settings, keep=keep))
+        return asyncio.run(
+            rebuild_readings(database, nats_settings, readings, keep=keep, progress=progress)
+        )
     raise ValueError(f"unknown read model {name!r}: one of {', '.join(NAMES)}")
 
 
 # -- meters_view ---------------------------------------------------------------------------
 
 
-def rebuild_meters_view(settings: Settings, *, keep: bool = False) -> RebuildReport:
+def rebuild_meters_view(
+    database: DatabaseSettings, *, keep: bool = False, progress: Progress | None = None
+) -> RebuildReport:
     """Replay the meters event store through ``MetersProjection`` into a scratch schema."""
-    assert settings.database_url is not None
+    assert database.url is not None
     started = time.perf_counter()
-    scratch = scratch_schema_name(settings.db_schema)
-    live_env = settings.eventsourcing_env()
+    scratch = scratch_schema_name(database.schema)
+    live_env = database.eventsourcing_env()
     scratch_env = live_env | {"POSTGRES_SCHEMA": scratch, "CREATE_TABLE": "y"}
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        _create_schema(conn, scratch, versions=(1,))
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        _create_schema(conn, scratch, versions=(METERS_VIEW,))
         app = MeterRegistry(env=live_env)
         factory = InfrastructureFactory.construct(Environment(MetersProjection.name, scratch_env))
         try:
             view = cast(MetersView, factory.tracking_recorder(MetersView))
             projection = MetersProjection(view=view)
-            tracking = sql.Identifier(settings.db_schema, view.tracking_table_name)
+            tracking = sql.Identifier(database.schema, view.tracking_table_name)
             position_query = sql.SQL(
                 "SELECT max(notification_id) FROM {} WHERE application_name = %s"
             ).format(tracking)
             done, replayed = 0, 0
             target = _scalar(conn, position_query, (app.name,)) or 0
             for _ in range(10):
-                replayed += _replay_events(app, projection, after=done, upto=target)
+                replayed += _replay_events(
+                    app, projection, after=done, upto=target, progress=progress
+                )
                 done = target
                 report, live_position = _compare(
-                    conn, settings.db_schema, scratch, _METERS, position=(position_query, app.name)
+                    conn,
+                    database.schema,
+                    scratch,
+                    _METERS,
+                    position=(position_query, app.name),
                 )
                 if (live_position or 0) == target:
                     break
@@ -183,7 +209,12 @@ def rebuild_meters_view(settings: Settings, *, keep: bool = False) -> RebuildRep
 
 
 def _replay_events(
-    app: MeterRegistry, projection: MetersProjection, *, after: int, upto: int
+    app: MeterRegistry,
+    projection: MetersProjection,
+    *,
+    after: int,
+    upto: int,
+    progress: Progress | None = None,
 ) -> int:
     """Feed the projection every event of its topics with ``after < position <= upto``."""
     count = 0
@@ -202,6 +233,10 @@ def _replay_events(
             projection.process_event(event, Tracking(app.name, notification.id))
             count += 1
         after = page[-1].id
+        if progress is not None:
+            progress(after, upto)
+    if progress is not None:
+        progress(upto, upto)
     return count
 
 
@@ -209,39 +244,45 @@ def _replay_events(
 
 
 async def rebuild_readings(
-    settings: Settings, *, keep: bool = False, write_messages: int = READING_WRITE_MESSAGES
+    database: DatabaseSettings,
+    nats_settings: NatsSettings,
+    readings: ReadingSettings,
+    *,
+    keep: bool = False,
+    write_messages: int = READING_WRITE_MESSAGES,
+    progress: Progress | None = None,
 ) -> RebuildReport:
     """Replay the READINGS stream through ``ReadingStore.write`` into a scratch schema."""
-    assert settings.database_url is not None and settings.nats_url is not None
+    assert database.url is not None and nats_settings.url is not None
     started = time.perf_counter()
-    scratch = scratch_schema_name(settings.db_schema)
-    stream = settings.stream("READINGS")
-    nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=3)
-    conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+    scratch = scratch_schema_name(database.schema)
+    stream = nats_settings.stream("READINGS")
+    nc = await nats.connect(nats_settings.servers, connect_timeout=5, max_reconnect_attempts=3)
+    conn = await psycopg.AsyncConnection.connect(database.url, autocommit=True)
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
         first_seq, last_seq = info.state.first_seq, info.state.last_seq
-        pending = await _live_pending(js, stream, settings.reading_partitions)
-        await asyncio.to_thread(_prepare_readings_schema, settings, scratch)
-        store = ReadingStore(scratch, settings.default_region_capacity_kw * 1000)
+        pending = await _live_pending(js, stream, readings.partitions)
+        await asyncio.to_thread(_prepare_readings_schema, database, scratch)
+        store = ReadingStore(scratch, readings.default_region_capacity_kw * 1000)
         replayed, first_time = await _replay_stream(
-            js, settings, conn, store, first_seq, last_seq, write_messages
+            js, nats_settings, conn, store, first_seq, last_seq, write_messages, progress
         )
         window_start: datetime | None = None
         if first_seq > 1:
             # A message received before the stream's first one holds no reading later than
             # that first message plus the future tolerance: every later reading is in the stream.
             oldest = first_time or datetime.now(UTC)
-            window_start = oldest + timedelta(seconds=settings.future_tolerance_seconds)
+            window_start = oldest + timedelta(seconds=readings.future_tolerance_seconds)
         reports, partial = await asyncio.to_thread(
-            _compare_readings, settings, scratch, window_start
+            _compare_readings, database, readings, scratch, window_start
         )
     finally:
         await conn.close()
         await nc.close()
         if not keep:
-            await asyncio.to_thread(_drop_scratch, settings, scratch)
+            await asyncio.to_thread(_drop_scratch, database, scratch)
     return RebuildReport(
         name="readings",
         equal=all(r.equal for r in reports),
@@ -257,14 +298,14 @@ async def rebuild_readings(
     )
 
 
-def _prepare_readings_schema(settings: Settings, scratch: str) -> None:
-    assert settings.database_url is not None
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        _create_schema(conn, scratch, versions=(2,))
+def _prepare_readings_schema(database: DatabaseSettings, scratch: str) -> None:
+    assert database.url is not None
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        _create_schema(conn, scratch, versions=TIME_SERIES)
         conn.execute(
             sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
                 sql.Identifier(scratch, "region_capacity"),
-                sql.Identifier(settings.db_schema, "region_capacity"),
+                sql.Identifier(database.schema, "region_capacity"),
             )
         )
 
@@ -283,21 +324,22 @@ async def _live_pending(js: Any, stream: str, partitions: int) -> int:
 
 async def _replay_stream(
     js: Any,
-    settings: Settings,
+    nats_settings: NatsSettings,
     conn: psycopg.AsyncConnection[Any],
     store: ReadingStore,
     first_seq: int,
     last_seq: int,
     write_messages: int,
+    progress: Progress | None = None,
 ) -> tuple[int, datetime | None]:
     """Write every message up to ``last_seq``; return the count and the first one's time."""
     if last_seq < first_seq:
         return 0, None
-    stream = settings.stream("READINGS")
+    stream = nats_settings.stream("READINGS")
     name = f"rebuild-{secrets.token_hex(6)}"
     config = ConsumerConfig(
         name=name,
-        filter_subject=live_subject(settings.nats_prefix, None),
+        filter_subject=live_subject(nats_settings.prefix, None),
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.NONE,
         inactive_threshold=60.0,
@@ -325,6 +367,8 @@ async def _replay_stream(
                 except msgspec.DecodeError:
                     continue  # dead-lettered by the live workers: never stored
             await store.write(conn, batches)
+            if progress is not None:
+                progress(min(seq, last_seq) - first_seq + 1, last_seq - first_seq + 1)
     finally:
         await subscription.unsubscribe()
         with contextlib.suppress(NotFoundError):
@@ -333,30 +377,33 @@ async def _replay_stream(
 
 
 def _compare_readings(
-    settings: Settings, scratch: str, window_start: datetime | None
+    database: DatabaseSettings,
+    readings: ReadingSettings,
+    scratch: str,
+    window_start: datetime | None,
 ) -> tuple[list[TableReport], bool]:
-    assert settings.database_url is not None
+    assert database.url is not None
     now = datetime.now(UTC)
-    retention = {
-        "readings": settings.retention_raw_days,
-        "readings_1m": settings.retention_1m_days,
-        "readings_15m": settings.retention_aggregate_days,
-        "readings_30m": settings.retention_aggregate_days,
-    }
+    retention = retention_days(
+        raw_days=readings.retention_raw_days,
+        m1_days=readings.retention_1m_days,
+        aggregate_days=readings.retention_aggregate_days,
+    )
     reports: list[TableReport] = []
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        partial = window_start is not None and _has_older(conn, settings.db_schema, window_start)
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        partial = window_start is not None and _has_older(conn, database.schema, window_start)
         for spec in _READINGS_SPECS:
             if spec.table == "meter_status" and window_start is not None:
                 reports.append(_skipped(spec, "cumulative: the stream no longer holds everything"))
                 continue
             bounds = [b for b in (window_start,) if b is not None]
-            if spec.table in retention:
+            table = spec.table.replace("windows_", "readings_")  # a level's view: its table's
+            if table in retention:
                 # Partitions of a day are dropped once the whole day is past the horizon.
-                horizon = now - timedelta(days=retention[spec.table])
+                horizon = now - timedelta(days=retention[table])
                 bounds.append(datetime(horizon.year, horizon.month, horizon.day, tzinfo=UTC))
             since = max(bounds) if bounds else None
-            report, _ = _compare(conn, settings.db_schema, scratch, spec, since=since)
+            report, _ = _compare(conn, database.schema, scratch, spec, since=since)
             reports.append(report)
     return reports, partial
 
@@ -408,9 +455,9 @@ def _drop_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _drop_scratch(settings: Settings, schema: str) -> None:
-    assert settings.database_url is not None
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+def _drop_scratch(database: DatabaseSettings, schema: str) -> None:
+    assert database.url is not None
+    with psycopg.connect(database.url, autocommit=True) as conn:
         _drop_schema(conn, schema)
 
 

@@ -1,4 +1,5 @@
-"""Projects Tariff events into the tariffs read model and its price history."""
+"""Projects Tariff events into the tariffs read model and its price history, and Region
+capacities into ``region_capacity``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
 from domain.pricing import HUNDRED, quantize, surcharge_for
+from domain.region import Region
 from domain.tariff import Tariff
 from projections.tariffs_view import TariffsView, history
 
@@ -28,6 +30,7 @@ class TariffsProjection(Projection[TariffsView]):
             Tariff.OverrideApplied,
             Tariff.OverrideCleared,
             Tariff.OverrideExpired,
+            Region.CapacitySet,
         )
     )
 
@@ -132,3 +135,7 @@ class TariffsProjection(Projection[TariffsView]):
             history(e.originator_id, e.expired_at, "override-expired", tracking, None),
             override=None,
         )
+
+    @process_event.register
+    def _(self, e: Region.CapacitySet, tracking: Tracking) -> None:
+        self.view.capacity_set(e.region, e.capacity_w, e.timestamp, tracking)

@@ -94,6 +94,21 @@ class TariffsView(PostgresTrackingRecorder):
             statements.append(history)
         self._apply(tracking, statements)
 
+    def capacity_set(
+        self, region: str, capacity_w: float, at: datetime, tracking: Tracking
+    ) -> None:
+        """Upsert a region's capacity (W) in ``region_capacity``."""
+        params = {"region": region, "capacity_w": capacity_w, "at": at}
+        self._apply(tracking, [(_CAPACITY, params)])
+
+
+# A row set before capacities were events (raw SQL) is superseded by the region's first event.
+_CAPACITY = """
+    INSERT INTO {schema}.region_capacity (region, capacity_w, updated_at)
+    VALUES (%(region)s, %(capacity_w)s, %(at)s)
+    ON CONFLICT (region) DO UPDATE
+    SET capacity_w = EXCLUDED.capacity_w, updated_at = EXCLUDED.updated_at
+"""
 
 _JSONB = frozenset({"tiers", "tou", "override"})
 

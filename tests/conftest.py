@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import nats
 import psycopg
@@ -16,17 +17,38 @@ from psycopg import sql
 from adapters.nats.streams import delete_streams
 from api.app import create_app
 from api.auth import TokenService
+from bootstrap.container import Container
+from bootstrap.migrate import migrate
+from bootstrap.relay import SupervisedRelay
+from bootstrap.workers import (
+    SupervisedProjection,
+    alerts_projection,
+    sims_projection,
+    tariffs_projection,
+)
 from commands.context import Role, Scope
-from hes.container import Container
-from hes.migrate import migrate
-from hes.relay import SupervisedRelay
-from hes.settings import Settings
-from hes.workers import SupervisedProjection, alerts_projection, tariffs_projection
+from config.settings import Settings
+from tests import summary
 from tests.services import Services, discover
 from tests.worker_thread import WorkerThread
 
+pytest_plugins = ["pytester", "tests.network_guard"]
+
 RUN_ID = uuid.uuid4().hex[:8]
 JWT_SECRET = "test-secret-" + "x" * 40
+
+
+class WebhookAllowance(TypedDict):
+    """The two webhook settings, as keyword arguments of ``Settings``."""
+
+    webhook_http_hosts: str
+    webhook_allowed_networks: str
+
+
+LOOPBACK_WEBHOOKS = WebhookAllowance(
+    webhook_http_hosts="127.0.0.1,localhost", webhook_allowed_networks="127.0.0.0/8,::1/128"
+)
+"""The tests' webhook receivers listen on loopback over plain http: allowed here, not by default."""
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +62,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 @pytest.fixture(scope="session")
 def settings(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of this run: own schema, own stream prefix, migrated; dropped at the end."""
-    s = Settings(
+    s = Settings.of(
         database_url=services.database_url,
         nats_url=services.nats_url,
         redis_url=services.redis_url,
@@ -50,17 +72,18 @@ def settings(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
         jwt_secret=JWT_SECRET,
         projection_wait_seconds=10.0,
         rate_limit_per_minute=1_000_000,
+        **LOOPBACK_WEBHOOKS,
     )
     asyncio.run(migrate(s))
     yield s
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s.db_schema))
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s.database.schema))
         )
 
     async def drop_streams() -> None:
         nc = await nats.connect(services.nats_url)
-        await delete_streams(nc.jetstream(), s.nats_prefix)
+        await delete_streams(nc.jetstream(), s.nats.prefix)
         await nc.close()
 
     asyncio.run(drop_streams())
@@ -94,11 +117,31 @@ def alerts_worker(settings: Settings) -> Iterator[SupervisedProjection]:
 
 
 @pytest.fixture(scope="session")
+def sims_worker(settings: Settings) -> Iterator[SupervisedProjection]:
+    """The SIM cards projection worker, running for the whole test session."""
+    worker = sims_projection(settings)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
 def dlms_worker(settings: Settings) -> Iterator[SupervisedProjection]:
     """The DLMS read models' projection (remote commands, relay and key state), all session."""
-    from hes.dlms_process import dlms_projection
+    from bootstrap.dlms_process import dlms_projection
 
     worker = dlms_projection(settings)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def fleet_worker(settings: Settings) -> Iterator[SupervisedProjection]:
+    """The fleet operations read models' projection (images, TOU plans, campaigns), all session."""
+    from bootstrap.workers import fleet_projection
+
+    worker = fleet_projection(settings)
     worker.start()
     yield worker
     worker.stop()
@@ -164,3 +207,9 @@ def ingest_headers(tokens: TokenService) -> dict[str, str]:
     """Headers of a gateway holding the ingest scope."""
     token = tokens.issue("gateway-1", [], scopes=[Scope.INGEST])
     return {"Authorization": f"Bearer {token}"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the figures tests reported (``tests.summary.report``) after the run."""
+    for line in summary.LINES:
+        terminalreporter.write_line(line)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from hes.embedded import (
+from bootstrap.embedded import (
     EmbeddedNats,
     EmbeddedPostgres,
     jetstream_available,

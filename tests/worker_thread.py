@@ -16,8 +16,9 @@ from typing import TypeVar
 
 import nats
 
-from hes.settings import Settings
-from projections.detectors import DetectorReport
+from bootstrap.reading_worker import reading_worker
+from config.settings import Settings
+from processes.detectors import DetectorReport
 from projections.reading_worker import ReadingWorker
 
 T = TypeVar("T")
@@ -72,11 +73,11 @@ class WorkerThread:
             self._ready.set()
 
     async def _serve(self) -> None:
-        assert self.settings.nats_url
-        nc = await nats.connect(self.settings.nats_url, max_reconnect_attempts=-1)
+        assert self.settings.nats.url
+        nc = await nats.connect(self.settings.nats.url, max_reconnect_attempts=-1)
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self._worker = ReadingWorker(self.settings, nc)
+        self._worker = reading_worker(self.settings, nc)
         task = asyncio.create_task(self._worker.run(self._stop))
         self._ready.set()
         try:

@@ -6,6 +6,9 @@ import enum
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+
+from adapters.dlms.cosem_time import CosemTimeError, encode_datetime
 
 MAX_DEPTH = 16
 """Deepest array/structure nesting accepted when decoding (COSEM needs 3 or 4)."""
@@ -154,6 +157,56 @@ def array(items: Sequence[Data]) -> Data:
 def structure(items: Sequence[Data]) -> Data:
     """A structure of values."""
     return Data(Tag.STRUCTURE, tuple(items))
+
+
+_SCALAR_PYTHON: dict[Tag, tuple[type, ...]] = {
+    Tag.BOOLEAN: (bool,),
+    Tag.OCTET_STRING: (bytes, bytearray),
+    Tag.VISIBLE_STRING: (str,),
+    Tag.UTF8_STRING: (str,),
+    Tag.BIT_STRING: (str,),
+    Tag.FLOAT32: (float, int),
+    Tag.FLOAT64: (float, int),
+    Tag.DATE_TIME: (bytes, bytearray),
+    Tag.DATE: (bytes, bytearray),
+    Tag.TIME: (bytes, bytearray),
+}
+
+
+def typed(value: object, kind: Tag) -> Data:
+    """``value`` as a DLMS value of type ``kind``, checked so that it encodes exactly.
+
+    Integer and enum types take ``int``; strings ``str``; octet strings, date-time, date and
+    time ``bytes`` (an aware ``datetime`` for an octet-string or date-time: 12 octets, UTC,
+    deviation 0); bit strings ``0``/``1`` text; arrays and structures a sequence of ``Data``.
+    """
+    if kind is Tag.NULL:
+        if value is not None:
+            raise AxdrError(f"null-data takes no value, got {type(value).__name__}")
+        return NULL
+    if kind in (Tag.ARRAY, Tag.STRUCTURE):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, Data) for v in value):
+            raise AxdrError(f"{kind.name} needs a sequence of typed values")
+        return Data(kind, tuple(value))
+    if isinstance(value, datetime) and kind in (Tag.OCTET_STRING, Tag.DATE_TIME):
+        try:
+            return Data(kind, encode_datetime(value))
+        except CosemTimeError as exc:
+            raise AxdrError(str(exc)) from None
+    if kind in _INT_FORMATS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AxdrError(f"{kind.name} needs an integer, got {type(value).__name__}")
+        data = Data(kind, int(value))
+    else:
+        wanted = _SCALAR_PYTHON[kind]
+        if not isinstance(value, wanted) or (kind in _FLOAT_FORMATS and isinstance(value, bool)):
+            raise AxdrError(f"{kind.name} cannot hold a {type(value).__name__}")
+        if kind is Tag.BIT_STRING and set(str(value)) - {"0", "1"}:
+            raise AxdrError("a bit-string is given as text of 0 and 1")
+        plain = bytes(value) if isinstance(value, bytearray) else value
+        data = Data(kind, float(plain) if kind in _FLOAT_FORMATS else plain)  # type: ignore[arg-type]
+    encode(data)  # raises AxdrError when the value does not fit the type
+    return data
 
 
 def encode_length(n: int) -> bytes:

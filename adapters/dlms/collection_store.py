@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -15,8 +15,11 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.dlms.session import MeterTarget
 from domain.collection import Task
 from domain.profile_ledger import LedgerDay, mask_of
+from domain.text import printable
 
 MAX_ERROR_CHARS = 500
+COLLECTED = "m.status = 'COMMISSIONED' AND m.connection->>'transport' IS DISTINCT FROM 'NONE'"
+"""Meters the scheduler collects from (SQL over ``meters m``)."""
 
 
 class ClaimedTask(msgspec.Struct, frozen=True):
@@ -32,6 +35,7 @@ class CollectionStore:
 
     def __init__(self, pool: AsyncConnectionPool[Any], schema: str) -> None:
         self.pool = pool
+        self.schema_name = schema
         self.schema = sql.Identifier(schema)
 
     def _sql(self, text: str) -> sql.Composed:
@@ -43,6 +47,7 @@ class CollectionStore:
         """The meters among ``ids`` that are not decommissioned, with their key version."""
         query = self._sql(
             "SELECT m.id, m.serial, m.region, m.area, m.status, m.phases, m.connection, "
+            "m.manufacturer, m.model, m.firmware, d.profile, "
             "COALESCE(d.key_version, 0) AS key_version FROM {s}.meters m "
             "LEFT JOIN {s}.dlms_meter_state d ON d.meter_id = m.id "
             "WHERE m.id = ANY(%s) AND m.status <> 'DECOMMISSIONED'"
@@ -64,14 +69,18 @@ class CollectionStore:
     # -- tasks ---------------------------------------------------------------------------
 
     async def sync_tasks(self) -> int:
-        """Give every active meter its tasks (due now) and drop decommissioned meters' tasks."""
+        """Give every collected meter its tasks (due now); drop every other meter's tasks.
+
+        Collected: commissioned, with a transport the head-end dials. A registered meter (not
+        yet installed), a decommissioned one and one with transport NONE are never dialled.
+        """
         tasks = [t.value for t in Task]
         async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 self._sql(
                     "INSERT INTO {s}.dlms_collection_tasks (meter_id, task, next_due) "
                     "SELECT m.id, t.task, now() FROM {s}.meters m CROSS JOIN unnest(%s::text[]) "
-                    "AS t(task) WHERE m.status <> 'DECOMMISSIONED' ON CONFLICT DO NOTHING"
+                    f"AS t(task) WHERE {COLLECTED} ON CONFLICT DO NOTHING"
                 ),
                 (tasks,),
             )
@@ -79,7 +88,7 @@ class CollectionStore:
             await conn.execute(
                 self._sql(
                     "DELETE FROM {s}.dlms_collection_tasks t USING {s}.meters m "
-                    "WHERE m.id = t.meter_id AND m.status = 'DECOMMISSIONED'"
+                    f"WHERE m.id = t.meter_id AND NOT ({COLLECTED})"
                 )
             )
         return added
@@ -101,19 +110,37 @@ class CollectionStore:
         return [ClaimedTask(r[0], Task(r[1]), r[2]) for r in rows]
 
     async def finish(
-        self, meter: UUID, task: Task, ok: bool, next_due: datetime, at: datetime
+        self,
+        meter: UUID,
+        task: Task,
+        ok: bool,
+        next_due: datetime,
+        at: datetime,
+        *,
+        status: str | None = None,
+        problems: Sequence[object] = (),
+        error: str | None = None,
     ) -> None:
-        """Release a task's lease and set when it runs next."""
+        """Release a task's lease, set when it runs next and keep how it went."""
         query = self._sql(
             "UPDATE {s}.dlms_collection_tasks SET lease_until = NULL, next_due = %(due)s, "
             "failures = CASE WHEN %(ok)s THEN 0 ELSE failures + 1 END, "
-            "last_ok_at = CASE WHEN %(ok)s THEN %(at)s ELSE last_ok_at END "
-            "WHERE meter_id = %(m)s AND task = %(t)s"
+            "last_ok_at = CASE WHEN %(ok)s THEN %(at)s ELSE last_ok_at END, "
+            "last_status = %(status)s, last_problems = %(problems)s::jsonb, "
+            "last_error = %(error)s WHERE meter_id = %(m)s AND task = %(t)s"
         )
+        params = {
+            "due": next_due,
+            "ok": ok,
+            "at": at,
+            "m": meter,
+            "t": task.value,
+            "status": status or ("OK" if ok else "FAILED"),
+            "problems": _printable_json(problems) if problems else None,
+            "error": None if error is None else printable(error)[:MAX_ERROR_CHARS],
+        }
         async with self.pool.connection() as conn:
-            await conn.execute(
-                query, {"due": next_due, "ok": ok, "at": at, "m": meter, "t": task.value}
-            )
+            await conn.execute(query, params)
 
     async def make_due(self, meter: UUID, tasks: Iterable[Task]) -> None:
         """Run these tasks of the meter at the next scheduler round."""
@@ -191,6 +218,25 @@ class CollectionStore:
         async with self.pool.connection() as conn:
             await conn.execute(query, (meter, log, last_at))
 
+    # -- register scalers and units ------------------------------------------------------
+
+    async def save_register_units(
+        self, meter: UUID, rows: Sequence[tuple[str, int | None, int | None, bool, str | None]]
+    ) -> None:
+        """Keep each register's scaler and raw unit code as the meter reported them."""
+        if not rows:
+            return
+        query = self._sql(
+            "INSERT INTO {s}.dlms_register_units AS u (meter_id, obis, scaler, unit_code, "
+            "verified, note, seen_at) VALUES (%s, %s, %s, %s, %s, %s, now()) "
+            "ON CONFLICT (meter_id, obis) DO UPDATE SET scaler = EXCLUDED.scaler, "
+            "unit_code = EXCLUDED.unit_code, verified = EXCLUDED.verified, "
+            "note = EXCLUDED.note, seen_at = EXCLUDED.seen_at"
+        )
+        safe = [(meter, *row[:4], None if row[4] is None else printable(row[4])) for row in rows]
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(query, safe)
+
     # -- communication statistics --------------------------------------------------------
 
     async def record_attempt(self, meter: UUID, at: datetime, error: str | None) -> None:
@@ -210,6 +256,23 @@ class CollectionStore:
             "last_error_at = CASE WHEN %(ok)s THEN c.last_error_at ELSE %(at)s END"
         )
         ok = error is None
-        err = None if error is None else error[:MAX_ERROR_CHARS]
+        # meters' errors quote what they sent: recorded printable (PostgreSQL refuses NUL)
+        err = None if error is None else printable(error)[:MAX_ERROR_CHARS]
         async with self.pool.connection() as conn:
             await conn.execute(query, {"m": meter, "ok": ok, "at": at, "err": err})
+
+
+def _printable_json(items: Sequence[object]) -> str:
+    """JSON of ``items`` whose strings are printable: they quote what meters sent, and
+    PostgreSQL's jsonb refuses NUL even escaped."""
+
+    def clean(value: object) -> object:
+        if isinstance(value, str):
+            return printable(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return msgspec.json.encode(clean(msgspec.to_builtins(list(items)))).decode()

@@ -5,11 +5,15 @@ Pure code with no DLMS stack behind it: any ``MeterSession`` implementation shar
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
+from domain.dlms_units import unit_symbol
 from domain.obis import BY_OBIS, Quantity
 from domain.profile_ledger import LOAD_PROFILE as LOAD_PROFILE
+from domain.read_plan import REGISTER_OBIS
+from domain.readings import Quality
 
 # Interface classes (Blue Book).
 DATA = 1
@@ -28,40 +32,60 @@ RECONNECT_METHOD = 2
 OUTPUT_STATE = 2
 CONTROL_STATE = 3
 
-REGISTERS: tuple[str, ...] = (
-    "1.0.1.8.0.255",
-    "1.0.2.8.0.255",
-    "1.0.3.8.0.255",
-    "1.0.4.8.0.255",
-    "1.0.32.7.0.255",
-    "1.0.52.7.0.255",
-    "1.0.72.7.0.255",
-    "1.0.31.7.0.255",
-    "1.0.51.7.0.255",
-    "1.0.71.7.0.255",
-    "1.0.14.7.0.255",
-    "1.0.13.7.0.255",
-)
-"""Registers of a full register read: energy in/out (active, reactive), per-phase voltage and
-current, frequency and power factor."""
+REGISTERS: tuple[str, ...] = REGISTER_OBIS
+"""Registers of a full register read (``domain.read_plan``)."""
+ASSOCIATION_CLASS = 15
+ASSOCIATION_LN = "0.0.40.0.0.255"
+OBJECT_LIST = 2
 
-# DLMS unit enumeration (Blue Book, class 3 scaler_unit) → the catalogue's unit symbols.
-UNITS: dict[int, str] = {
-    27: "W",
-    28: "VA",
-    29: "var",
-    30: "Wh",
-    31: "VAh",
-    32: "varh",
-    33: "A",
-    35: "V",
-    44: "Hz",
-    255: "1",
-}
+
+class DataAccessResult(enum.IntEnum):
+    """Data-Access-Result of GET/SET and Action-Result of ACTION (same numbers, Green Book)."""
+
+    SUCCESS = 0
+    HARDWARE_FAULT = 1
+    TEMPORARY_FAILURE = 2
+    READ_WRITE_DENIED = 3
+    OBJECT_UNDEFINED = 4
+    OBJECT_CLASS_INCONSISTENT = 9
+    OBJECT_UNAVAILABLE = 11
+    TYPE_UNMATCHED = 12
+    SCOPE_OF_ACCESS_VIOLATED = 13
+    DATA_BLOCK_UNAVAILABLE = 14
+    LONG_GET_ABORTED = 15
+    NO_LONG_GET_IN_PROGRESS = 16
+    LONG_SET_ABORTED = 17
+    NO_LONG_SET_IN_PROGRESS = 18
+    DATA_BLOCK_NUMBER_INVALID = 19
+    OTHER_REASON = 250
+
+
+def result_name(code: int) -> str:
+    """``hardware-fault`` for 1, …; ``result <n>`` for codes outside the enumeration."""
+    try:
+        return DataAccessResult(code).name.lower().replace("_", "-")
+    except ValueError:
+        return f"result {code}"
+
+
+DENIED_RESULTS = frozenset(
+    {DataAccessResult.READ_WRITE_DENIED, DataAccessResult.SCOPE_OF_ACCESS_VIOLATED}
+)
+MISSING_RESULTS = frozenset(
+    {
+        DataAccessResult.OBJECT_UNDEFINED,
+        DataAccessResult.OBJECT_CLASS_INCONSISTENT,
+        DataAccessResult.OBJECT_UNAVAILABLE,
+    }
+)
 
 
 class ScalingError(ValueError):
     """A register value that cannot become a reading: wrong unit, not a number."""
+
+
+class UnitMismatch(ScalingError):
+    """The register is reported in a Blue Book unit other than the catalogue's: refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,22 +117,33 @@ class Scaling:
     quantity: Quantity
     factor: float
     digits: int
+    quality: int = Quality.VALID
+    """``UNIT_UNVERIFIED`` when the meter's unit (or scaler) is unknown: stored, flagged."""
 
     @classmethod
     def of(cls, obis: str, scaler_unit: ScalerUnit) -> Scaling:
-        """The scaling of ``obis`` reported with ``scaler_unit``; ``ScalingError`` if it can't."""
-        quantity = BY_OBIS.get(obis)
-        if quantity is None:
-            raise ScalingError(f"{obis} is not a quantity the head-end knows")
-        unit = UNITS.get(scaler_unit.unit)
-        if unit != quantity.unit:
-            raise ScalingError(
-                f"{obis} is reported in unit code {scaler_unit.unit} ({unit or 'unknown'}); "
+        """The scaling of ``obis`` reported with ``scaler_unit``.
+
+        A unit code outside the Blue Book's enumeration (e.g. 0) gives a flagged scaling
+        (the value is stored with ``UNIT_UNVERIFIED``); a Blue Book unit other than the
+        catalogue's raises ``UnitMismatch`` (the register measures something else).
+        """
+        quantity = _quantity(obis)
+        unit = unit_symbol(scaler_unit.unit)
+        if unit is not None and unit != quantity.unit:
+            raise UnitMismatch(
+                f"{obis} is reported in unit code {scaler_unit.unit} ({unit}); "
                 f"the head-end stores {quantity.alias} in {quantity.unit}"
             )
+        quality = Quality.VALID if unit is not None else Quality.UNIT_UNVERIFIED
         # Rounding to these digits removes binary noise from the power of ten
         # (e.g. 2314 * 0.1 → 231.4, not 231.40000001).
-        return cls(quantity, 10.0**scaler_unit.scaler, max(0, -scaler_unit.scaler) + 6)
+        return cls(quantity, 10.0**scaler_unit.scaler, max(0, -scaler_unit.scaler) + 6, quality)
+
+    @classmethod
+    def unverified(cls, obis: str) -> Scaling:
+        """Raw values of ``obis`` taken as they are (scaler 0), flagged: no scaler_unit known."""
+        return cls(_quantity(obis), 1.0, 6, Quality.UNIT_UNVERIFIED)
 
     def apply(self, raw: object) -> float:
         """``raw`` * 10^scaler in the quantity's unit."""
@@ -118,6 +153,13 @@ class Scaling:
         if not math.isfinite(value):
             raise ScalingError(f"{self.quantity.obis} value is not finite")
         return round(value, self.digits)
+
+
+def _quantity(obis: str) -> Quantity:
+    quantity = BY_OBIS.get(obis)
+    if quantity is None:
+        raise ScalingError(f"{obis} is not a quantity the head-end knows")
+    return quantity
 
 
 def scaled(obis: str, raw: object, scaler_unit: ScalerUnit) -> tuple[Quantity, float]:

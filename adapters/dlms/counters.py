@@ -17,6 +17,11 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.dlms.session import CounterRejected, SessionError
 
 MAX_COUNTER = 0xFFFF_FFFF
+SERVER_SAVE_EVERY = 32
+"""The meter's counter is checked against memory on every APDU and saved every this many
+(and at the session's end): a long operation, such as an image transfer of a thousand blocks,
+would otherwise write a row per block. A head-end that dies mid-session forgets at most this
+many of the meter's counters; the meter's next session still starts above the saved one."""
 
 
 class CounterExhausted(SessionError):
@@ -40,6 +45,7 @@ class PostgresCounterLedger:
         self._version = key_version
         self._serial = serial
         self._server_last: int | None = None
+        self._unsaved = 0
 
     async def reserve(self, count: int, at_least: int) -> int:
         """Reserve ``count`` counters at or above ``at_least``; return the first one."""
@@ -70,6 +76,14 @@ class PostgresCounterLedger:
                 f"{last} already seen (key version {self._version}): possible replay, rejected"
             )
         self._server_last = invocation_counter
+        self._unsaved += 1
+        if self._unsaved >= SERVER_SAVE_EVERY:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Persist the meter's last accepted counter if it is not yet (session end)."""
+        if not self._unsaved:
+            return
         query = sql.SQL(
             "INSERT INTO {t} (meter_id, key_version, client_next, server_last) "
             "VALUES (%(m)s, %(v)s, 0, %(ic)s) ON CONFLICT (meter_id, key_version) DO UPDATE SET "
@@ -77,8 +91,9 @@ class PostgresCounterLedger:
         ).format(t=self._table)
         async with self._pool.connection() as conn:
             await conn.execute(
-                query, {"m": self._meter, "v": self._version, "ic": invocation_counter}
+                query, {"m": self._meter, "v": self._version, "ic": self._server_last}
             )
+        self._unsaved = 0
 
     async def note_meter_counter(self, value: int) -> None:
         """Keep the value the meter reported in 0.0.43.1.0.255."""

@@ -17,14 +17,34 @@ from datetime import datetime
 from typing import Any
 
 from gurux_dlms import GXByteBuffer, GXDateTime, GXDLMSClient, GXDLMSException, GXReplyData
-from gurux_dlms.enums import Authentication, Conformance, DataType, InterfaceType, Security
+from gurux_dlms.enums import (
+    Authentication,
+    Command,
+    Conformance,
+    DataType,
+    InterfaceType,
+    Security,
+    SourceDiagnostic,
+)
+from gurux_dlms.enums.ExceptionServiceError import ExceptionServiceError
 from gurux_dlms.GXCiphering import GXCiphering
+from gurux_dlms.GXDLMS import GXDLMS
+from gurux_dlms.GXDLMSConfirmedServiceError import GXDLMSConfirmedServiceError
 from gurux_dlms.GXDLMSExceptionResponse import GXDLMSExceptionResponse
+from gurux_dlms.internal._GXCommon import _GXCommon
 from gurux_dlms.objects import GXDLMSData
 from gurux_dlms.secure import GXDLMSSecureClient
 
 from adapters.dlms import axdr
-from adapters.dlms.cosem import CLOCK, CLOCK_OBIS, PROFILE_GENERIC
+from adapters.dlms.axdr import AxdrError, Data, Tag
+from adapters.dlms.cosem import (
+    CLOCK,
+    CLOCK_OBIS,
+    DENIED_RESULTS,
+    MISSING_RESULTS,
+    PROFILE_GENERIC,
+    result_name,
+)
 from adapters.dlms.cosem_time import encode_datetime
 from adapters.dlms.gurux_crypto import install as install_aes_gcm
 from adapters.dlms.link import Link
@@ -35,9 +55,11 @@ from adapters.dlms.session import (
     CosemValue,
     CounterRejected,
     Credentials,
+    DataAccessError,
     LinkError,
     MeterTarget,
     MissingKeys,
+    ObjectMissing,
     SessionError,
 )
 from domain.values import SecurityLevel, Transport
@@ -48,6 +70,22 @@ IC_BLOCK = 32
 IC_LOW_WATER = 4
 MAX_LIST = 10
 """Attributes per GET-with-list request (gurux's own limit)."""
+COUNTER_SUSPECT_DIAGNOSTICS = frozenset({SourceDiagnostic.NONE, SourceDiagnostic.NO_REASON_GIVEN})
+"""AARE diagnostics of a refused HLS association that may mean our counter was rejected
+(an authentication failure or an unknown mechanism or context means something else)."""
+DEVIATION_UNSPECIFIED = 0x8000
+_CIPHER_OVERHEAD = 1 + 1 + 8 + 3 + 5 + 12
+"""general-glo-ciphering around an APDU: tag, title, length, security header, GMAC tag."""
+_LINK_ERRORS = {
+    -1: "FRMR (unacceptable frame)",
+    -2: "a rejection of the frame",
+    -3: "RNR (receive not ready)",
+    -4: "DM (disconnected mode): the HDLC link is refused",
+}
+_REPLY_OF = {
+    "SET": Command.SET_RESPONSE,
+    "ACTION": Command.METHOD_RESPONSE,
+}
 
 
 def _quiet(*_args: object, **_kwargs: object) -> None:
@@ -72,6 +110,38 @@ def _observed_decrypt(settings: Any, p: Any, data: Any) -> Any:
 
 
 GXCiphering.decrypt = staticmethod(_observed_decrypt)  # type: ignore[method-assign,assignment]
+_original_with_list = GXDLMS.handleGetResponseWithList
+
+
+def _get_response_with_list(cls: Any, settings: Any, reply: Any) -> None:
+    """Gurux's GET-response-with-list parsing, except that an empty array is not taken for
+    null-data: gurux 1.0.203 skips one byte after every value that parses to None, which
+    for an empty array (tag and count already read) lands past the next result."""
+    if reply.xml:
+        _original_with_list.__func__(cls, settings, reply)  # type: ignore[attr-defined]
+        return
+    data = reply.data
+    count = _GXCommon.getObjectCount(data)
+    values: list[Any] = [None] * count
+    for pos in range(count):
+        if data.getUInt8() != 0:
+            reply.error = data.getUInt8()
+            continue
+        start = data.position
+        null = data.getUInt8(start) == DataType.NONE
+        reply.readPosition = start
+        GXDLMS.getValueFromData(settings, reply)
+        if reply.value is None:
+            reply.readPosition = start + 1 if null else reply.readPosition
+            values[pos] = None if null else []
+        else:
+            values[pos] = reply.value
+        data.position = reply.readPosition
+        reply.value = None
+    reply.value = values
+
+
+GXDLMS.handleGetResponseWithList = classmethod(_get_response_with_list)  # type: ignore[method-assign,assignment]
 _silence_gurux()
 install_aes_gcm()
 
@@ -154,7 +224,22 @@ class GuruxSession:
                 reply = await self._request(client.getApplicationAssociationRequest())
                 client.parseApplicationAssociationResponse(reply.data)
                 await self._check_counters()
-        except (GXDLMSException, GXDLMSExceptionResponse, AccessDenied) as exc:
+        except GXDLMSException as exc:
+            diagnostic = getattr(exc, "diagnostic", None)
+            raise AssociationRefused(
+                f"meter {self._target.serial} refused the {self._level()} association: "
+                f"{_describe(exc)}",
+                counter_suspect=self._ciphered and diagnostic in COUNTER_SUSPECT_DIAGNOSTICS,
+            ) from None
+        except GXDLMSExceptionResponse as exc:
+            counter = exc.exceptionServiceError == ExceptionServiceError.INVOCATION_COUNTER_ERROR
+            raise AssociationRefused(
+                f"meter {self._target.serial} refused the {self._level()} association: "
+                f"{_describe(exc)}",
+                counter_suspect=self._ciphered and counter,
+                counter_hint=int(exc.serviceErrorValue or 0) if counter else None,
+            ) from None
+        except (GXDLMSConfirmedServiceError, DataAccessError) as exc:
             raise AssociationRefused(
                 f"meter {self._target.serial} refused the {self._level()} association: "
                 f"{_describe(exc)}"
@@ -162,9 +247,14 @@ class GuruxSession:
         except SessionError:
             raise
         except Exception as exc:  # gurux raises bare exceptions for failed HLS checks
+            hint = (
+                " (wrong keys or password?)"
+                if self._target.connection.security is not SecurityLevel.NONE
+                else " (a malformed AARE)"
+            )
             raise AssociationRefused(
                 f"meter {self._target.serial} {self._level()} association failed: "
-                f"{_describe(exc)} (wrong keys or password?)"
+                f"{_describe(exc)}{hint}"
             ) from None
 
     def _level(self) -> str:
@@ -194,17 +284,17 @@ class GuruxSession:
 
     # -- requests ------------------------------------------------------------------------
 
-    async def _request(self, frames: Sequence[Any] | None) -> GXReplyData:
+    async def _request(self, frames: Sequence[Any] | None, what: str = "") -> GXReplyData:
         reply = GXReplyData()
         for frame in frames or [None]:
             reply.clear()
-            await self._round_trip(frame, reply)
+            await self._round_trip(frame, reply, what)
             while reply.isMoreData():
                 more = None if reply.isStreaming() else self._client.receiverReady(reply)
-                await self._round_trip(more, reply)
+                await self._round_trip(more, reply, what)
         return reply
 
-    async def _round_trip(self, frame: Any, reply: GXReplyData) -> None:
+    async def _round_trip(self, frame: Any, reply: GXReplyData, what: str) -> None:
         if frame:
             await self._link.send(bytes(frame))
         notify = GXReplyData()
@@ -214,27 +304,55 @@ class GuruxSession:
             try:
                 if self._client.getData(buffer, reply, notify):
                     break
-            except (GXDLMSException, GXDLMSExceptionResponse):
+            except (GXDLMSException, GXDLMSExceptionResponse, GXDLMSConfirmedServiceError):
                 raise
-            except ValueError as exc:
+            except Exception as exc:  # gurux signals malformed input with assorted exceptions
                 raise LinkError(
-                    f"meter {self._target.serial} sent a frame gurux cannot parse: {_describe(exc)}"
+                    f"meter {self._target.serial} sent a reply{_during(what)} that cannot be "
+                    f"parsed: {_describe(exc)}"
                 ) from None
         if reply.error:
-            raise AccessDenied(
-                f"meter {self._target.serial}: {GXDLMSException.getDescription(reply.error)}"
-            )
+            code = int(reply.error)
+            if code < 0:  # HDLC link-level answers gurux reports as negative codes
+                raise LinkError(
+                    f"meter {self._target.serial}{_during(what, ':')} the meter answered "
+                    f"{_LINK_ERRORS.get(code, f'link error {code}')}"
+                )
+            raise self._result_error(code, what)
 
-    async def _call(self, frames: Sequence[Any]) -> GXReplyData:
+    def _result_error(self, code: int, what: str) -> DataAccessError:
+        """The error for a Data-Access-Result / Action-Result other than success."""
+        name = result_name(code)
+        message = f"meter {self._target.serial}{_during(what, ':')} the meter answered {name}"
+        if code in DENIED_RESULTS:
+            return AccessDenied(message, code, name)
+        if code in MISSING_RESULTS:
+            return ObjectMissing(message, code, name)
+        return DataAccessError(message, code, name)
+
+    async def _call(self, frames: Sequence[Any], what: str) -> GXReplyData:
         if self._ciphered:
             await self._reserve_counters()
         try:
-            reply = await self._request(frames)
-        except (GXDLMSException, GXDLMSExceptionResponse) as exc:
-            raise AccessDenied(f"meter {self._target.serial}: {_describe(exc)}") from None
+            reply = await self._request(frames, what)
+        except (GXDLMSException, GXDLMSExceptionResponse, GXDLMSConfirmedServiceError) as exc:
+            raise DataAccessError(
+                f"meter {self._target.serial}{_during(what, ':')} the meter refused the "
+                f"request: {_describe(exc)}"
+            ) from None
         if self._ciphered:
             await self._check_counters()
         return reply
+
+    def _expect(self, reply: GXReplyData, service: str, what: str) -> None:
+        """A SET or ACTION is confirmed only by its own response with a success result."""
+        expected = _REPLY_OF[service]
+        if reply.command != expected:
+            raise LinkError(
+                f"meter {self._target.serial}{_during(what, ':')} answered the {service} with "
+                f"APDU 0x{int(reply.command or 0):02X}, not a {service} response: the outcome "
+                "is unknown"
+            )
 
     # -- MeterSession --------------------------------------------------------------------
 
@@ -246,24 +364,41 @@ class GuruxSession:
 
     async def get(self, ref: AttributeRef) -> CosemValue:
         """GET one attribute (block transfer included)."""
-        reply = await self._call(self._client._read(ref.obis, ref.class_id, ref.attribute))
+        what = f"GET {_ref(ref)}"
+        reply = await self._call(self._client._read(ref.obis, ref.class_id, ref.attribute), what)
         return plain(reply.value)
 
-    async def get_many(self, refs: Sequence[AttributeRef]) -> list[CosemValue | SessionError]:
-        """GET-with-list in chunks when negotiated, else one GET per attribute."""
+    async def _get_each(self, refs: Sequence[AttributeRef]) -> list[CosemValue | SessionError]:
         results: list[CosemValue | SessionError] = []
-        if self._client.negotiatedConformance & Conformance.MULTIPLE_REFERENCES == 0:
-            for ref in refs:
-                try:
-                    results.append(await self.get(ref))
-                except AccessDenied as exc:
-                    results.append(exc)
-            return results
-        for start in range(0, len(refs), MAX_LIST):
-            chunk = refs[start : start + MAX_LIST]
+        for ref in refs:
+            try:
+                results.append(await self.get(ref))
+            except DataAccessError as exc:
+                results.append(exc)
+        return results
+
+    async def get_many(self, refs: Sequence[AttributeRef]) -> list[CosemValue | SessionError]:
+        """GET-with-list in chunks when negotiated, else one GET per attribute.
+
+        Gurux keeps only one result code of a GET-with-list answer: a chunk in which any
+        attribute failed is read again one GET at a time, so each attribute gets its own.
+        """
+        per_request = self._list_size()
+        if per_request < 2:
+            return await self._get_each(refs)
+        results: list[CosemValue | SessionError] = []
+        for start in range(0, len(refs), per_request):
+            chunk = refs[start : start + per_request]
             items = [(_Ref(r), r.attribute) for r in chunk]
-            reply = await self._call(self._client.readList(items)[0])
-            values = reply.value if isinstance(reply.value, list) else []
+            what = f"GET-with-list of {len(chunk)} attributes"
+            values: list[Any] = []
+            try:
+                for message in self._client.readList(items):
+                    reply = await self._call(message, what)
+                    values.extend(reply.value if isinstance(reply.value, list) else [])
+            except DataAccessError:
+                results.extend(await self._get_each(chunk))
+                continue
             if len(values) != len(chunk):
                 raise LinkError(
                     f"meter {self._target.serial} answered {len(values)} of {len(chunk)} "
@@ -271,6 +406,17 @@ class GuruxSession:
                 )
             results.extend(plain(v) for v in values)
         return results
+
+    def _list_size(self) -> int:
+        """Attributes per GET-with-list that fit the meter's max PDU (0: no with-list).
+
+        Each attribute descriptor takes 10 bytes after a 12-byte header, and ciphering adds
+        its own; the count stays below gurux's own float estimate, which it cannot encode.
+        """
+        if self._client.negotiatedConformance & Conformance.MULTIPLE_REFERENCES == 0:
+            return 0
+        overhead = 12 + 1 + (_CIPHER_OVERHEAD if self._ciphered else 0)
+        return max(0, min(MAX_LIST, (int(self._client.settings.maxPduSize) - overhead) // 10))
 
     async def get_range(self, obis: str, start: datetime, end: datetime) -> list[list[CosemValue]]:
         """Profile rows by range on the clock column (times sent as UTC, deviation 0)."""
@@ -292,7 +438,8 @@ class GuruxSession:
             )
         )
         buffer = GXByteBuffer(selector)
-        reply = await self._call(self._client._read(obis, PROFILE_GENERIC, 2, buffer))
+        what = f"GET {PROFILE_GENERIC}/{obis}/2 by range"
+        reply = await self._call(self._client._read(obis, PROFILE_GENERIC, 2, buffer), what)
         rows = plain(reply.value)
         if rows is None:
             return []
@@ -300,19 +447,59 @@ class GuruxSession:
             raise LinkError(f"meter {self._target.serial} sent {obis} rows that are not structures")
         return rows  # type: ignore[return-value]
 
-    async def set_datetime(self, ref: AttributeRef, value: datetime) -> None:
-        """SET a date-time attribute as an octet-string(12), UTC with deviation 0."""
+    async def set_datetime(
+        self, ref: AttributeRef, value: datetime, *, deviation_unspecified: bool = False
+    ) -> None:
+        """SET a date-time attribute as an octet-string(12), UTC with deviation 0 (or not
+        specified); the meter's Data-Access-Result must be success."""
         item = GXDLMSData(ref.obis)
         item.objectType = ref.class_id
-        item.value = encode_datetime(value)
+        stamp = bytearray(encode_datetime(value))
+        if deviation_unspecified:
+            stamp[9:11] = DEVIATION_UNSPECIFIED.to_bytes(2, "big")
+        item.value = bytes(stamp)
         item.setDataType(ref.attribute, DataType.OCTET_STRING)
-        await self._call(self._client.write(item, ref.attribute))
+        what = f"SET {_ref(ref)}"
+        reply = await self._call(self._client.write(item, ref.attribute), what)
+        self._expect(reply, "SET", what)
 
-    async def invoke(self, class_id: int, obis: str, method: int, argument: int) -> None:
-        """ACTION ``method`` with an integer(8) argument."""
+    async def invoke(
+        self, class_id: int, obis: str, method: int, argument: int, *, long: bool = False
+    ) -> None:
+        """ACTION ``method`` with an integer(8) or long argument; the Action-Result must be
+        success."""
         item = GXDLMSData(obis)
         item.objectType = class_id
-        await self._call(self._client.method(item, method, argument, DataType.INT8))
+        kind = DataType.INT16 if long else DataType.INT8
+        what = f"ACTION {class_id}/{obis} method {method}"
+        reply = await self._call(self._client.method(item, method, argument, kind), what)
+        self._expect(reply, "ACTION", what)
+
+    async def set(
+        self, ref: AttributeRef, value: Data | CosemValue, *, kind: Tag | None = None
+    ) -> None:
+        """SET an attribute to a typed value; the meter's Data-Access-Result must be success."""
+        what = f"SET {_ref(ref)}"
+        data = _typed(value, kind, what)
+        # Gurux has no public raw SET: its private one, given a structure type and bytes,
+        # copies the A-XDR encoding as it is (so every type is sent exactly).
+        frames = self._client._GXDLMSClient__write(
+            ref.obis, axdr.encode(data), DataType.STRUCTURE, ref.class_id, ref.attribute
+        )
+        reply = await self._call(frames, what)
+        self._expect(reply, "SET", what)
+
+    async def action(
+        self, class_id: int, obis: str, method: int, parameter: Data | None = None
+    ) -> CosemValue:
+        """ACTION ``method`` with a typed parameter; the Action-Result must be success."""
+        item = GXDLMSData(obis)
+        item.objectType = class_id
+        raw = axdr.encode(axdr.NULL if parameter is None else parameter)
+        what = f"ACTION {class_id}/{obis} method {method}"
+        reply = await self._call(self._client.method(item, method, raw, DataType.STRUCTURE), what)
+        self._expect(reply, "ACTION", what)
+        return plain(reply.value)
 
     async def close(self) -> None:
         """RLRQ for wrapper or ciphered sessions, DISC for HDLC; then close the socket."""
@@ -332,13 +519,28 @@ class GuruxSession:
         finally:
             await self._link.close()
             counters = self._credentials.counters
-            if counters is not None and self._received_ics:
-                with contextlib.suppress(CounterRejected):  # closing anyway; not accepted
-                    await self._check_counters()
+            if counters is not None:
+                if self._received_ics:
+                    with contextlib.suppress(CounterRejected):  # closing anyway; not accepted
+                        await self._check_counters()
+                await counters.flush()
 
 
 def _client(target: MeterTarget, credentials: Credentials) -> GXDLMSClient:
+    client = _bare_client(target, credentials)
+    link = credentials.link
+    client.maxReceivePDUSize = link.max_pdu
+    if target.connection.transport is Transport.HDLC:
+        hdlc = client.hdlcSettings
+        hdlc.maxInfoTX = hdlc.maxInfoRX = link.hdlc_max_info
+        hdlc.windowSizeTX = hdlc.windowSizeRX = link.hdlc_window
+    return client
+
+
+def _bare_client(target: MeterTarget, credentials: Credentials) -> GXDLMSClient:
     c = target.connection
+    if c.client_address is None:
+        raise ValueError(f"meter {target.serial}: client address not resolved")
     keys = credentials.keys
     hdlc = c.transport is Transport.HDLC
     server = c.server_address
@@ -369,6 +571,25 @@ def _client(target: MeterTarget, credentials: Credentials) -> GXDLMSClient:
             True, c.client_address, server, Authentication.LOW, keys.lls_password, interface
         )
     return GXDLMSClient(True, c.client_address, server, Authentication.NONE, None, interface)
+
+
+def _typed(value: Data | CosemValue, kind: Tag | None, what: str) -> Data:
+    if isinstance(value, Data):
+        return value
+    if kind is None:
+        raise ValueError(f"{what}: a plain value needs its DLMS type (kind)")
+    try:
+        return axdr.typed(value, kind)
+    except AxdrError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def _ref(ref: AttributeRef) -> str:
+    return f"{ref.class_id}/{ref.obis}/{ref.attribute}"
+
+
+def _during(what: str, tail: str = "") -> str:
+    return f" ({what}){tail}" if what else tail
 
 
 def _describe(exc: BaseException) -> str:

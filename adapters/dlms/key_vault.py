@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import os
 import secrets
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.key_file import load_or_create_key_file
 from domain.errors import Conflict
 from domain.meter_keys import KeyKind, MeterKeys
 
@@ -60,15 +60,11 @@ def parse_master_key(text: str) -> bytes:
 
 def load_or_create_master_key(data_dir: Path) -> bytes:
     """The master key kept in ``data_dir/dlms-master-key`` (created once, mode 0600)."""
-    path = data_dir / MASTER_KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return parse_master_key(path.read_text())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode() + "\n")
-    return parse_master_key(path.read_text())
+    text = load_or_create_key_file(
+        data_dir / MASTER_KEY_FILE,
+        lambda: base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode() + "\n",
+    )
+    return parse_master_key(text)
 
 
 class KeyCipher:

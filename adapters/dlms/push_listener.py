@@ -7,15 +7,20 @@ unprotected from an HLS meter, a replay, or undecipherable is rejected: counted 
 ``hes_dlms_pushes_total`` and dead-lettered with its reason and bytes. Nothing a peer sends can
 stop the listener: a broken wrapper stream closes that one connection.
 
-Body layout (the meters' push setup object list, one for the fleet): logical device name,
-clock, then the raw values of the registers of the ``PushLayout`` (``HES_DLMS_PUSH_LAYOUT``).
+Body layout (the meter's push setup object list): logical device name, clock, then the raw
+values of the registers of one of the meter model's ``PushLayout``s (its DLMS profile's, or
+the fleet's ``HES_DLMS_PUSH_LAYOUT``); a layout with a push setup expects the body to start
+with the setup's logical name. A model's layouts are told apart by that name or by the number
+of values, and looked up once per meter (cached with the meter), never per push.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import socket
 import struct
 import time
 from collections.abc import Sequence
@@ -39,6 +44,7 @@ from adapters.dlms.push_layout import DEFAULT_PUSH_LAYOUT, PushLayout
 from adapters.dlms.reading_outlet import ReadingOutlet
 from adapters.dlms.session import MeterTarget
 from adapters.metrics import DLMS_PUSHES
+from domain.dlms_profile import ProfileCatalogue
 from domain.meter_keys import MeterKeys
 from domain.readings import Reading, Source
 from domain.values import MeterStatus, SecurityLevel
@@ -102,20 +108,61 @@ class _Known:
     target: MeterTarget | None
     keys: Keys | None
     fetched: float
+    layouts: tuple[PushLayout, ...] = ()
+    """The push layouts of the meter's model (filled on its first push)."""
+
+
+class PushLayouts:
+    """Push layouts per model profile, built once per profile."""
+
+    def __init__(
+        self, catalogue: ProfileCatalogue | None, fleet: PushLayout = DEFAULT_PUSH_LAYOUT
+    ) -> None:
+        self._catalogue = catalogue
+        self._fleet = (fleet,)
+        self._by_profile: dict[str, tuple[PushLayout, ...]] = {}
+
+    def with_fleet(self, fleet: PushLayout) -> PushLayouts:
+        """The same catalogue with ``fleet`` as the layout of models that name none."""
+        if self._fleet == (fleet,):
+            return self
+        return PushLayouts(self._catalogue, fleet)
+
+    def of(self, target: MeterTarget) -> tuple[PushLayout, ...]:
+        """The layouts a meter's pushes may have."""
+        if self._catalogue is None:
+            return self._fleet
+        profile = self._catalogue.resolve(
+            target.profile, target.manufacturer, target.model, target.firmware
+        )
+        layouts = self._by_profile.get(profile.name)
+        if layouts is None:
+            layouts = (
+                tuple(PushLayout.of(spec) for spec in profile.push) if profile.push else self._fleet
+            )
+            self._by_profile[profile.name] = layouts
+        return layouts
 
 
 class PushDirectory:
     """Meters by system title and by serial, with their suite-0 keys; cached briefly."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], schema: str, cipher: KeyCipher) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        schema: str,
+        cipher: KeyCipher,
+        layouts: PushLayouts | None = None,
+    ) -> None:
         self._pool = pool
         self._schema = schema
         self._ident = sql.Identifier(schema)
         self._cipher = cipher
+        self.layouts = layouts or PushLayouts(None)
         self._by_title: dict[bytes, _Known] = {}
         self._by_serial: dict[str, _Known] = {}
         self._last_ic: dict[tuple[UUID, int], int] = {}
-        self._dirty: dict[tuple[UUID, int], int] = {}
+        """The highest counter this listener accepted or saw claimed, per meter key."""
 
     def _fresh(self, known: _Known | None) -> bool:
         if known is None:
@@ -131,6 +178,7 @@ class PushDirectory:
             return
         query = sql.SQL(
             "SELECT m.id, m.serial, m.region, m.area, m.status, m.phases, m.connection, "
+            "m.manufacturer, m.model, m.firmware, d.profile, "
             "COALESCE(d.key_version, 0) AS key_version, t.system_title FROM {s}.meters m "
             "LEFT JOIN {s}.dlms_meter_state d ON d.meter_id = m.id "
             "LEFT JOIN {s}.dlms_system_titles t ON t.meter_id = m.id "
@@ -177,49 +225,56 @@ class PushDirectory:
         """The cached entry of a serial number (after ``resolve``)."""
         return self._by_serial.get(serial.upper())
 
-    async def last_counters(self, keys: set[tuple[UUID, int]]) -> None:
-        """Load the meters' last accepted invocation counters that are not cached."""
-        missing = [k for k in keys if k not in self._last_ic]
-        if not missing:
-            return
-        query = sql.SQL(
-            "SELECT meter_id, key_version, server_last FROM {s}.dlms_invocation_counters "
-            "WHERE (meter_id, key_version) IN (SELECT * FROM unnest(%s::uuid[], %s::int[]))"
-        ).format(s=self._ident)
-        async with self._pool.connection() as conn:
-            rows = await (
-                await conn.execute(query, ([m for m, _ in missing], [v for _, v in missing]))
-            ).fetchall()
-        for key in missing:
-            self._last_ic[key] = -1
-        for meter, version, last in rows:
-            self._last_ic[(meter, version)] = int(last)
-
-    def accept_counter(self, key: tuple[UUID, int], ic: int) -> bool:
-        """True (and remembered) when ``ic`` is above every counter accepted before."""
-        if ic <= self._last_ic.get(key, -1):
-            return False
-        self._last_ic[key] = ic
-        self._dirty[key] = ic
-        return True
-
-    async def persist_counters(self) -> None:
-        """Write the accepted counters (never lowering a stored one)."""
-        if not self._dirty:
-            return
-        dirty, self._dirty = self._dirty, {}
-        query = sql.SQL(
-            "INSERT INTO {s}.dlms_invocation_counters AS c (meter_id, key_version, client_next, "
-            "server_last) SELECT m, v, 0, ic FROM unnest(%s::uuid[], %s::int[], %s::bigint[]) "
-            "AS u(m, v, ic) ON CONFLICT (meter_id, key_version) DO UPDATE "
-            "SET server_last = GREATEST(c.server_last, EXCLUDED.server_last), updated_at = now()"
-        ).format(s=self._ident)
-        pairs = sorted(dirty.items())  # one lock order for concurrent writers
-        async with self._pool.connection() as conn:
+    async def claim_counters(
+        self, candidates: Sequence[tuple[tuple[UUID, int], int]]
+    ) -> list[bool]:
+        """Which ``(meter key, invocation counter)`` candidates are above every counter accepted
+        before, by any listener: those are recorded, in one transaction, before anything else
+        can see them. Candidates of one key must come in the order they were received."""
+        accepted = [False] * len(candidates)
+        fresh = [
+            i for i, (key, ic) in enumerate(candidates) if ic > self._last_ic.get(key, -1)
+        ]  # what this listener already saw is a replay without asking
+        if not fresh:
+            return accepted
+        keys = sorted({candidates[i][0] for i in fresh})
+        table = sql.Identifier(self._schema, "dlms_invocation_counters")
+        async with self._pool.connection() as conn, conn.transaction():
+            # Listeners side by side serialise on the counter rows (one lock order: sorted).
             await conn.execute(
-                query,
-                ([m for (m, _), _ in pairs], [v for (_, v), _ in pairs], [ic for _, ic in pairs]),
+                sql.SQL(
+                    "INSERT INTO {t} (meter_id, key_version, client_next, server_last) "
+                    "SELECT m, v, 0, -1 FROM unnest(%s::uuid[], %s::int[]) AS u(m, v) "
+                    "ORDER BY m, v ON CONFLICT (meter_id, key_version) DO NOTHING"
+                ).format(t=table),
+                ([m for m, _ in keys], [v for _, v in keys]),
             )
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT meter_id, key_version, server_last FROM {t} "
+                    "WHERE (meter_id, key_version) IN "
+                    "(SELECT * FROM unnest(%s::uuid[], %s::int[])) "
+                    "ORDER BY meter_id, key_version FOR UPDATE"
+                ).format(t=table),
+                ([m for m, _ in keys], [v for _, v in keys]),
+            )
+            last = {(m, v): int(ic) for m, v, ic in await cur.fetchall()}
+            for i in fresh:
+                key, ic = candidates[i]
+                if ic > last.get(key, -1):
+                    last[key] = ic
+                    accepted[i] = True
+            await conn.execute(
+                sql.SQL(
+                    "UPDATE {t} AS c SET server_last = u.ic, updated_at = now() "
+                    "FROM unnest(%s::uuid[], %s::int[], %s::bigint[]) AS u(m, v, ic) "
+                    "WHERE c.meter_id = u.m AND c.key_version = u.v AND c.server_last < u.ic"
+                ).format(t=table),
+                ([m for m, _ in keys], [v for _, v in keys], [last[k] for k in keys]),
+            )
+        for key in keys:
+            self._last_ic[key] = max(self._last_ic.get(key, -1), last[key])
+        return accepted
 
 
 @dataclass
@@ -250,8 +305,11 @@ class PushListener:
         max_in_flight: int = 2,
         queue_size: int = 20_000,
         layout: PushLayout = DEFAULT_PUSH_LAYOUT,
+        sock: socket.socket | None = None,
     ) -> None:
         self.outlet = outlet
+        self._sock = sock
+        """A socket already listening (bound by a supervising parent), used instead of host:port."""
         self.dead_letters = dead_letters
         self.directory = directory
         self.host = host
@@ -260,6 +318,7 @@ class PushListener:
         self.max_delay = max_delay
         self.max_in_flight = max_in_flight
         self.layout = layout
+        directory.layouts = directory.layouts.with_fleet(layout)
         self._queue: asyncio.Queue[Received] = asyncio.Queue(queue_size)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -274,7 +333,12 @@ class PushListener:
 
     async def start(self) -> None:
         """Start accepting connections."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=1024)
+        if self._sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=self._sock, backlog=1024)
+        else:
+            self._server = await asyncio.start_server(
+                self._serve, self.host, self.port, backlog=1024
+            )
         log.info("DLMS push listener on %s:%d", self.host, self.bound_port)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -420,20 +484,20 @@ class PushListener:
         items = [r for r in batch if r.broken is None]
         titles: set[bytes] = set()
         serials: set[str] = set()
-        plain: list[_Plain | PushRejected | None] = []
+        plain: list[_Body | PushRejected | None] = []
         for item in items:
             title = _title_of(item.apdu)
-            parsed: _Plain | PushRejected | None = None
+            parsed: _Body | PushRejected | None = None
             if title is not None:
                 titles.add(title)
             elif item.apdu[:1] == _NOTIFICATION_TAG:
                 try:
-                    parsed = _notification(item.apdu, self.layout)
+                    parsed = _notification(item.apdu)
                 except PushRejected as exc:
                     parsed = exc
                 else:
-                    if parsed[0] is not None:
-                        serials.update(_serials_of(parsed[0]))
+                    if parsed.name is not None:
+                        serials.update(_serials_of(parsed.name))
             plain.append(parsed)
         if titles or serials:
             await self.directory.resolve(titles, serials)
@@ -456,12 +520,14 @@ class PushListener:
                 continue
             decoded.append(result)
             counter_keys.append(None if ic is None else (item, result.target, ic, len(decoded) - 1))
-        checks = [c for c in counter_keys if c is not None]
+        checks = sorted((c for c in counter_keys if c is not None), key=lambda c: c[2])
         if checks:
-            await self.directory.last_counters({(t.id, t.key_version) for _, t, _, _ in checks})
+            claimed = await self.directory.claim_counters(
+                [((t.id, t.key_version), ic) for _, t, ic, _ in checks]
+            )
             replayed: set[int] = set()
-            for item, target, ic, index in sorted(checks, key=lambda c: c[2]):
-                if not self.directory.accept_counter((target.id, target.key_version), ic):
+            for (item, target, ic, index), fresh in zip(checks, claimed, strict=True):
+                if not fresh:
                     replayed.add(index)
                     rejections.append(
                         PushRejection(
@@ -484,7 +550,6 @@ class PushListener:
             await self.outlet.publish_many(
                 [(d.target, d.readings) for d in decoded], Source.DLMS_PUSH
             )
-            await self.directory.persist_counters()
         if rejections:
             await self.dead_letters.reject(rejections)
         DLMS_PUSHES.labels("accepted").inc(len(decoded))
@@ -494,7 +559,7 @@ class PushListener:
         self.rejected += len(rejections)
 
     def _decode(
-        self, item: Received, parsed: _Plain | PushRejected | None
+        self, item: Received, parsed: _Body | PushRejected | None
     ) -> tuple[_Decoded, int | None]:
         apdu = item.apdu
         ic: int | None = None
@@ -519,7 +584,8 @@ class PushListener:
                     "decipher", f"meter {target.serial}: {exc}", target.serial
                 ) from None
             apdu, ic = deciphered.apdu, deciphered.invocation_counter
-            name, at, values = _notification(apdu, self.layout)
+            body = _notification(apdu)
+            name = body.name
             if name is not None and target.serial.upper() not in _serials_of(name):
                 raise PushRejected(
                     "identity",
@@ -529,7 +595,8 @@ class PushListener:
         elif apdu[:1] == _NOTIFICATION_TAG:
             if isinstance(parsed, PushRejected):
                 raise parsed
-            name, at, values = parsed if parsed is not None else _notification(apdu, self.layout)
+            body = parsed if parsed is not None else _notification(apdu)
+            name = body.name
             if name is None:
                 raise PushRejected("unknown-meter", "plain push without a logical device name")
             known = next(
@@ -551,10 +618,21 @@ class PushListener:
             raise PushRejected(
                 "decommissioned", f"meter {target.serial} is decommissioned", target.serial
             )
+        if not known.layouts:
+            known.layouts = self.directory.layouts.of(target)
+        layout = _layout_of(body, known.layouts)
+        if layout is None:
+            raise PushRejected(
+                "malformed",
+                f"meter {target.serial}: a body of {len(body.values)} values"
+                f"{' from push setup ' + _ln(body.setup) if body.setup else ''} matches none of "
+                "its model's push layouts",
+                target.serial,
+            )
         try:
             readings = [
-                Reading(scaling.quantity.id, at, scaling.apply(raw))
-                for scaling, raw in zip(self.layout.scalings, values, strict=True)
+                Reading(scaling.quantity.id, body.at, scaling.apply(raw))
+                for scaling, raw in zip(layout.scalings, body.values, strict=True)
             ]
         except (ScalingError, ValueError) as exc:
             raise PushRejected(
@@ -573,8 +651,10 @@ def encode_notification(
     """A plain DATA-NOTIFICATION APDU in ``layout`` (for load tests and test meters)."""
     if len(raw_values) != len(layout):
         raise ValueError(f"the push layout has {len(layout)} values")
+    head = [] if layout.setup is None else [axdr.octets(layout.setup)]
     body = axdr.structure(
         [
+            *head,
             axdr.octets(logical_device_name.encode("ascii")),
             axdr.octets(encode_datetime(at)),
             *(axdr.u32(v) for v in raw_values),
@@ -610,7 +690,6 @@ def _serials_of(name: str) -> list[str]:
 
 
 _NOTIFICATION_TAG = bytes((DATA_NOTIFICATION,))
-_Plain = tuple[str | None, datetime, list[object]]
 _FAST_INTS: dict[int, struct.Struct] = {
     5: struct.Struct(">i"),
     6: struct.Struct(">I"),
@@ -621,68 +700,106 @@ _FAST_INTS: dict[int, struct.Struct] = {
     20: struct.Struct(">q"),
     21: struct.Struct(">Q"),
 }
+_OCTET_STRING = 9
+_LN_LEN = 6
+_CLOCK_LEN = 12
 
 
-def _fast_body(
-    buf: bytes, pos: int, layout: PushLayout
-) -> tuple[bytes, bytes, list[object]] | None:
-    """The push layout decoded without the general A-XDR decoder (None: use that one).
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """A data-notification body: push setup (when first), device name, clock, raw values."""
 
-    Handles exactly: structure of an octet string, an octet string and integers, with short
-    lengths; anything else (or anything wrong) goes through ``axdr.decode_all``, which
-    names the problem.
+    setup: bytes | None
+    name: str | None
+    at: datetime
+    values: list[object]
+
+
+def _ln(raw: bytes) -> str:
+    return ".".join(str(b) for b in raw)
+
+
+def _layout_of(body: _Body, layouts: tuple[PushLayout, ...]) -> PushLayout | None:
+    """The layout of ``body`` among a model's: by push setup, else by number of values."""
+    for layout in layouts:
+        if layout.setup == body.setup and len(layout) == len(body.values):
+            return layout
+    return None
+
+
+def _fast_items(buf: bytes, pos: int) -> list[object] | None:
+    """The body's items without the general A-XDR decoder (None: use that one).
+
+    Handles exactly: a structure of short octet strings and integers; anything else (or
+    anything wrong) goes through ``axdr.decode_all``, which names the problem.
     """
-    count = 2 + len(layout)
-    if buf[pos : pos + 2] != bytes((2, count)):
+    if pos + 2 > len(buf) or buf[pos] != 2 or buf[pos + 1] >= 0x80:
         return None
+    count = buf[pos + 1]
     pos += 2
-    strings = []
-    for _ in range(2):
-        if pos + 2 > len(buf) or buf[pos] != 9 or buf[pos + 1] >= 0x80:
+    items: list[object] = []
+    for _ in range(count):
+        if pos >= len(buf):
             return None
-        end = pos + 2 + buf[pos + 1]
-        strings.append(buf[pos + 2 : end])
-        pos = end
-    values: list[object] = []
-    for _ in layout.values:
-        fmt = _FAST_INTS.get(buf[pos]) if pos < len(buf) else None
+        tag = buf[pos]
+        if tag == _OCTET_STRING:
+            if pos + 2 > len(buf) or buf[pos + 1] >= 0x80:
+                return None
+            end = pos + 2 + buf[pos + 1]
+            if end > len(buf):
+                return None
+            items.append(buf[pos + 2 : end])
+            pos = end
+            continue
+        fmt = _FAST_INTS.get(tag)
         if fmt is None or pos + 1 + fmt.size > len(buf):
             return None
-        values.append(fmt.unpack_from(buf, pos + 1)[0])
+        items.append(fmt.unpack_from(buf, pos + 1)[0])
         pos += 1 + fmt.size
-    if pos != len(buf) or len(strings[1]) != 12:
-        return None
-    return strings[0], strings[1], values
+    return items if pos == len(buf) else None
 
 
-def _notification(apdu: bytes, layout: PushLayout) -> _Plain:
-    """(logical device name, clock, raw values) of a plain DATA-NOTIFICATION APDU."""
+_clock_of = functools.lru_cache(maxsize=4096)(decode_datetime)
+"""Pushes of a fleet carry the same few clock values: each is decoded once."""
+
+
+def _split(items: list[object]) -> _Body:
+    """Push setup (when the body starts with one), device name, clock and values."""
+    first = items[0] if items else None
+    start = 0
+    if (
+        isinstance(first, bytes)
+        and len(first) == _LN_LEN
+        and len(items) >= 3
+        and isinstance(items[2], bytes)
+        and len(items[2]) == _CLOCK_LEN
+    ):
+        start = 1
+    if len(items) < start + 2:
+        raise PushRejected("malformed", "notification body has fewer than 2 values")
+    name_raw, clock = items[start], items[start + 1]
+    if not isinstance(name_raw, bytes | str) or not isinstance(clock, bytes):
+        raise PushRejected("malformed", "body must start with the device name and clock")
+    name = name_raw.decode("ascii", "replace") if isinstance(name_raw, bytes) else name_raw
+    setup = first if start and isinstance(first, bytes) else None
+    return _Body(setup, name, _clock_of(clock), items[start + 2 :])
+
+
+def _notification(apdu: bytes) -> _Body:
+    """The body of a plain DATA-NOTIFICATION APDU."""
     try:
         if len(apdu) < 6 or apdu[0] != DATA_NOTIFICATION:
             raise PushRejected("malformed", "not a data-notification APDU")
         pos = 5  # tag + long-invoke-id-and-priority
         length, pos = axdr.decode_length(apdu, pos)
         stamp = apdu[pos : pos + length]
-        if len(stamp) != length or length not in (0, 12):
+        if len(stamp) != length or length not in (0, _CLOCK_LEN):
             raise PushRejected("malformed", "data-notification date-time is not 0 or 12 octets")
         pos += length
-        fast = _fast_body(apdu, pos, layout)
-        if fast is not None:
-            name_bytes, clock_bytes, raw = fast
-            return name_bytes.decode("ascii", "replace"), decode_datetime(clock_bytes), raw
-        body = axdr.decode_all(apdu[pos:])
-        items = body.items()
-        if len(items) != 2 + len(layout):
-            raise PushRejected(
-                "malformed",
-                f"notification body has {len(items)} values, the push layout {2 + len(layout)}",
-            )
-        name_raw, clock = items[0].value, items[1].value
-        if not isinstance(name_raw, bytes | str) or not isinstance(clock, bytes):
-            raise PushRejected("malformed", "body must start with the device name and clock")
-        name = name_raw.decode("ascii", "replace") if isinstance(name_raw, bytes) else name_raw
-        at = decode_datetime(clock)
-        return name, at, [i.value for i in items[2:]]
+        items = _fast_items(apdu, pos)
+        if items is None:
+            items = [i.value for i in axdr.decode_all(apdu[pos:]).items()]
+        return _split(items)
     except axdr.AxdrError as exc:
         raise PushRejected("malformed", f"notification body: {exc}") from None
     except CosemTimeError as exc:

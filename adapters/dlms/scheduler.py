@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 300.0
 SYNC_INTERVAL = 30.0
 IDLE_WAIT = 1.0
+STOP_GRACE = 5.0
+"""How long running collections may finish after a stop before they are cancelled."""
 
 
 class CollectionScheduler:
@@ -47,7 +49,7 @@ class CollectionScheduler:
         """Meter collections finished (successfully or not) since start."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Schedule until ``stop`` is set, then let running collections finish (30 s at most)."""
+        """Schedule until ``stop`` is set, then let running collections finish (5 s at most)."""
         last_sync = float("-inf")
         try:
             while not stop.is_set():
@@ -66,7 +68,7 @@ class CollectionScheduler:
                     await asyncio.sleep(0)
         finally:
             if self._running:
-                await asyncio.wait(self._running, timeout=30)
+                await asyncio.wait(self._running, timeout=STOP_GRACE)
                 for task in self._running:
                     task.cancel()
 
@@ -101,8 +103,10 @@ class CollectionScheduler:
         outcome: dict[Task, TaskOutcome]
         targets = await self.store.targets([meter])
         target = targets.get(meter)
-        if target is None:
-            outcome = {t: TaskOutcome("meter is decommissioned or unknown") for t in tasks}
+        if target is None or target.status != "COMMISSIONED" or not target.connection.dialled:
+            # Its tasks go at the next sync; until then they wait like failed ones.
+            why = "meter is not collected (not commissioned, or transport NONE)"
+            outcome = {t: TaskOutcome(why) for t in tasks}
             group = ""
         else:
             group = target.area
@@ -111,9 +115,13 @@ class CollectionScheduler:
             except SessionError as exc:
                 outcome = {t: TaskOutcome(exc.message) for t in tasks}
                 log.info("collection from %s failed: %s", target.serial, exc.message)
-            except Exception:
+            except Exception as exc:
                 log.exception("collection from %s failed unexpectedly", target.serial)
-                outcome = {t: TaskOutcome("internal error") for t in tasks}
+                message = (
+                    f"meter {target.serial}: internal error in the head-end during collection "
+                    f"({type(exc).__name__}: {exc}); see the server log"
+                )
+                outcome = {t: TaskOutcome(message) for t in tasks}
         now = datetime.now(UTC)
         for item in items:
             every = self.schedules.every(group, item.task)
@@ -123,5 +131,14 @@ class CollectionScheduler:
                 if result.ok or result.denied
                 else retry_due(item.failures + 1, every, now)
             )
-            await self.store.finish(meter, item.task, result.ok, due, now)
+            await self.store.finish(
+                meter,
+                item.task,
+                result.ok,
+                due,
+                now,
+                status=result.status,
+                problems=result.problems,
+                error=result.error,
+            )
         self.completed += 1

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import msgspec
 
+from adapters.dlms.axdr import Data, Tag
 from domain.meter_keys import MeterKeys
 from domain.values import ConnectionProfile
 
@@ -22,7 +23,7 @@ CosemValue = int | float | bool | bytes | str | datetime | list["CosemValue"] | 
 
 
 class MeterTarget(msgspec.Struct, frozen=True, kw_only=True):
-    """A meter as the DLMS side needs it: identity, group and how to reach it."""
+    """A meter as the DLMS side needs it: identity, model, group and how to reach it."""
 
     id: UUID
     serial: str
@@ -32,6 +33,11 @@ class MeterTarget(msgspec.Struct, frozen=True, kw_only=True):
     connection: ConnectionProfile
     phases: int = 3
     key_version: int = 0
+    manufacturer: str = ""
+    model: str = ""
+    firmware: str = ""
+    profile: str | None = None
+    """The DLMS model profile assigned to the meter (None: matched or the default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +78,38 @@ class LinkError(SessionError):
 
 
 class AssociationRefused(SessionError):
-    """The meter refused the association: wrong password or keys, unknown client."""
+    """The meter refused the association: wrong password or keys, unknown client.
+
+    ``counter_suspect`` is set when the refusal of an HLS association may be the meter
+    rejecting the head-end's invocation counter (not an authentication failure);
+    ``counter_hint`` is the least counter the meter said it accepts, when it said one.
+    """
+
+    def __init__(
+        self, message: str, *, counter_suspect: bool = False, counter_hint: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.counter_suspect = counter_suspect
+        self.counter_hint = counter_hint
 
 
-class AccessDenied(SessionError):
-    """The meter answered a request with a data-access error (denied, undefined object...)."""
+class DataAccessError(SessionError):
+    """The meter answered a GET, SET or ACTION with a Data-Access-Result / Action-Result
+    other than success (``result``: its code, ``result_name``: e.g. ``hardware-fault``),
+    or refused the request with an exception response (``result`` None)."""
+
+    def __init__(self, message: str, result: int | None = None, result_name: str = "") -> None:
+        super().__init__(message)
+        self.result = result
+        self.result_name = result_name
+
+
+class AccessDenied(DataAccessError):
+    """The client may not use the attribute or method (read-write-denied, scope violated)."""
+
+
+class ObjectMissing(DataAccessError):
+    """The meter has no such object, not of that class, or it is unavailable."""
 
 
 class CounterRejected(SessionError):
@@ -85,6 +118,10 @@ class CounterRejected(SessionError):
 
 class MissingKeys(SessionError):
     """The meter's security level needs secrets the head-end does not hold."""
+
+
+class NotDialled(SessionError):
+    """The meter's transport is NONE: it sends its data, the head-end never connects to it."""
 
 
 class CounterLedger(Protocol):
@@ -98,9 +135,22 @@ class CounterLedger(Protocol):
         """Record the meter's counter; raise ``CounterRejected`` unless it increased."""
         ...
 
+    async def flush(self) -> None:
+        """Persist the meter's last accepted counter if it is not yet (session end)."""
+        ...
+
     async def note_meter_counter(self, value: int) -> None:
         """Keep the counter value the meter reported (0.0.43.1.0.255)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSizes:
+    """What the head-end proposes: xDLMS max receive PDU, HDLC information field, window."""
+
+    max_pdu: int = 1024
+    hdlc_max_info: int = 128
+    hdlc_window: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +160,7 @@ class Credentials:
     keys: MeterKeys = field(default_factory=MeterKeys)
     client_system_title: bytes = b""
     counters: CounterLedger | None = None
+    link: LinkSizes = field(default_factory=LinkSizes)
 
 
 class MeterSession(Protocol):
@@ -132,12 +183,40 @@ class MeterSession(Protocol):
         """Rows of a profile (class 7) whose capture time lies in ``[start, end]``."""
         ...
 
-    async def set_datetime(self, ref: AttributeRef, value: datetime) -> None:
-        """SET a date-time attribute (sent as UTC, deviation 0)."""
+    async def set_datetime(
+        self, ref: AttributeRef, value: datetime, *, deviation_unspecified: bool = False
+    ) -> None:
+        """SET a date-time attribute (sent as UTC, deviation 0 or not specified).
+
+        Raises ``DataAccessError`` with the meter's Data-Access-Result unless it is success.
+        """
         ...
 
-    async def invoke(self, class_id: int, obis: str, method: int, argument: int) -> None:
-        """ACTION a method with an integer argument."""
+    async def invoke(
+        self, class_id: int, obis: str, method: int, argument: int, *, long: bool = False
+    ) -> None:
+        """ACTION a method with an integer(8) (``long``: a long, int16) argument.
+
+        Raises ``DataAccessError`` with the meter's Action-Result unless it is success.
+        """
+        ...
+
+    async def set(
+        self, ref: AttributeRef, value: Data | CosemValue, *, kind: Tag | None = None
+    ) -> None:
+        """SET an attribute to a typed value (``Data``, or a plain value of type ``kind``).
+
+        Raises ``DataAccessError`` with the meter's Data-Access-Result unless it is success.
+        """
+        ...
+
+    async def action(
+        self, class_id: int, obis: str, method: int, parameter: Data | None = None
+    ) -> CosemValue:
+        """ACTION a method with a typed parameter (None: null-data); its return data, if any.
+
+        Raises ``DataAccessError`` with the meter's Action-Result unless it is success.
+        """
         ...
 
     async def close(self) -> None:

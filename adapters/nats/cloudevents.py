@@ -35,6 +35,9 @@ NON_DATA_KEYS = frozenset(
         "originator_topic",
         "class_version",
         "meta",
+        # customers' personal data, sealed under their data keys: never relayed (see
+        # docs/customers.md); subscribers read it through the API, where roles apply
+        "sealed",
     }
 )
 """Stored keys that are not part of ``data`` (they travel as envelope attributes, or not at all)."""

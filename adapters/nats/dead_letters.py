@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from adapters.nats.reading_publisher import AckedPublisher, OutgoingMessage, PublishStats
 from adapters.nats.subjects import deadletter_subject
-from hes.settings import Settings
+from config.settings import NatsSettings
 
 _encoder = msgspec.json.Encoder()
 
@@ -48,15 +48,15 @@ class DeadLetterPublisher:
     def __init__(
         self,
         nc: NatsClient,
-        settings: Settings,
+        nats: NatsSettings,
         *,
         ack_timeout: float = 2.0,
         max_attempts: int = 4,
     ) -> None:
-        self._prefix = settings.nats_prefix
+        self._prefix = nats.prefix
         self._publisher = AckedPublisher(
             nc,
-            max_in_flight=settings.publish_max_in_flight,
+            max_in_flight=nats.publish_max_in_flight,
             ack_timeout=ack_timeout,
             max_attempts=max_attempts,
         )

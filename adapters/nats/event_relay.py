@@ -16,7 +16,8 @@ provided the relay restarts within the window.
 
 Lives in ``adapters/nats`` (DESIGN §2: "event relay to HES_EVENTS"): it reads the event store
 through the ``eventsourcing`` persistence API and the domain event classes only, never through
-``commands/``; the composition root (``hes.relay``) passes the application's name and settings.
+``commands/``; the composition root (``bootstrap.relay``) passes the application's name and
+settings.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -56,6 +57,18 @@ _NATS_PY_PENDING_LIMIT = 1 << 30
 
 class RelayError(RuntimeError):
     """JetStream did not acknowledge a page after every attempt; the supervisor restarts."""
+
+
+class UnrelayableEvent(Exception):
+    """A stored event could not be turned into a CloudEvent; the events before it are relayed."""
+
+    def __init__(self, notification: Notification, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.position = notification.id
+        self.originator_id = notification.originator_id
+        self.originator_version = notification.originator_version
+        self.topic = notification.topic
+        self.__cause__ = cause
 
 
 @dataclass
@@ -96,12 +109,16 @@ class EventRelay:
         ack_timeout: float = 5.0,
         max_attempts: int = 5,
         poll_interval: float = 1.0,
+        on_position: Callable[[int], None] | None = None,
     ) -> None:
         if page_size < 1 or max_in_flight < 1 or max_attempts < 1:
             raise ValueError("page_size, max_in_flight and max_attempts must be positive")
         self._nc = nc
         self._js = nc.jetstream(publish_async_max_pending=_NATS_PY_PENDING_LIMIT)
-        self._env = dict(env)
+        # A relay reads a page, publishes it and records its position one after the other:
+        # one connection per recorder is all it uses. Six relays in a process must not each
+        # keep room for five (PostgreSQL's default allows 100 connections in all).
+        self._env = {**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"}
         self.application_name = application_name
         self._source = source
         self._prefix = prefix
@@ -110,6 +127,7 @@ class EventRelay:
         self._ack_timeout = ack_timeout
         self._max_attempts = max_attempts
         self._poll_interval = poll_interval
+        self._on_position = on_position or (lambda position: None)
         self._events_factory = InfrastructureFactory.construct(
             Environment(application_name, self._env)
         )
@@ -136,6 +154,7 @@ class EventRelay:
         listener = asyncio.create_task(self._listen(wake))
         try:
             self.position = await self._relayed_position()
+            self._on_position(self.position)
             log.info(
                 "event relay %s starting after position %d", self.application_name, self.position
             )
@@ -175,16 +194,28 @@ class EventRelay:
         )
         if not page:
             return 0
-        await self._publish([self._message(n) for n in page])
-        last = page[-1].id
-        await asyncio.to_thread(
-            self._tracking.insert_tracking, Tracking(self.application_name, last)
-        )
-        self.position = last
-        self.stats.pages += 1
-        recorded = await asyncio.to_thread(self._events.max_notification_id)
-        self._lag.set(max(0, (recorded or 0) - last))
-        return len(page)
+        messages: list[OutgoingEvent] = []
+        unrelayable: UnrelayableEvent | None = None
+        for notification in page:
+            try:
+                messages.append(self._message(notification))
+            except Exception as exc:  # a poison event: relay what precedes it, then stop
+                unrelayable = UnrelayableEvent(notification, exc)
+                break
+        if messages:
+            await self._publish(messages)
+            last = page[len(messages) - 1].id
+            await asyncio.to_thread(
+                self._tracking.insert_tracking, Tracking(self.application_name, last)
+            )
+            self.position = last
+            self._on_position(last)
+            self.stats.pages += 1
+            recorded = await asyncio.to_thread(self._events.max_notification_id)
+            self._lag.set(max(0, (recorded or 0) - last))
+        if unrelayable is not None:
+            raise unrelayable
+        return len(messages)
 
     async def _relayed_position(self) -> int:
         position = await asyncio.to_thread(self._tracking.max_tracking_id, self.application_name)

@@ -17,10 +17,28 @@ from eventsourcing.domain import Aggregate
 
 from adapters.nats.cloudevents import NON_DATA_KEYS, CloudEvent, event_type_of_class
 from domain.alert import Alert, AlertSeries
+from domain.campaign import Campaign
+from domain.customer import Customer
+from domain.firmware import FirmwareImage
 from domain.meter import Meter
+from domain.region import Region
+from domain.sim_card import MeterSimSlot, SimCard
 from domain.tariff import Tariff
+from domain.tou_plan import TouPlan
 
-AGGREGATES: tuple[type[Aggregate], ...] = (Meter, Tariff, Alert, AlertSeries)
+AGGREGATES: tuple[type[Aggregate], ...] = (
+    Meter,
+    Tariff,
+    Region,
+    Alert,
+    AlertSeries,
+    SimCard,
+    MeterSimSlot,
+    Customer,
+    FirmwareImage,
+    TouPlan,
+    Campaign,
+)
 """Aggregates whose events are relayed to HES_EVENTS."""
 
 ENVELOPE_FILE = "cloudevents-envelope.json"
@@ -30,13 +48,25 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def event_classes(aggregate: type[Aggregate]) -> list[type[Aggregate.Event]]:
-    """The event classes declared in an aggregate class, in declaration order."""
+    """The event classes declared in an aggregate class, in declaration order.
+
+    The library re-declares ``Event`` and ``Created`` in every aggregate; ``Created`` is recorded
+    only by an aggregate that declares no other creation event (``Tariff.Created``).
+    """
+    declared = {
+        name: value
+        for name, value in vars(aggregate).items()
+        if isinstance(value, type) and issubclass(value, Aggregate.Event)
+    }
+    own_creation = any(
+        issubclass(value, Aggregate.Created)
+        for name, value in declared.items()
+        if name not in _LIBRARY_BASES
+    )
     return [
         value
-        for name, value in vars(aggregate).items()
-        if isinstance(value, type)
-        and issubclass(value, Aggregate.Event)
-        and name not in _LIBRARY_BASES
+        for name, value in declared.items()
+        if name not in _LIBRARY_BASES or (name == "Created" and not own_creation)
     ]
 
 

@@ -13,8 +13,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from adapters.nats.subjects import INGEST_QUEUE_GROUP, ingest_subject_wildcard
+from config.settings import NatsSettings
 from domain.errors import BackPressure, DomainError, FieldError, ValidationFailed
-from hes.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,14 @@ class IngestListener:
     def __init__(
         self,
         nc: NatsClient,
-        settings: Settings,
+        nats: NatsSettings,
         ingest: Ingest,
         *,
         max_concurrency: int = 64,
         queue: str = INGEST_QUEUE_GROUP,
     ) -> None:
         self._nc = nc
-        self._subject = ingest_subject_wildcard(settings.nats_prefix)
+        self._subject = ingest_subject_wildcard(nats.prefix)
         self._queue = queue
         self._ingest = ingest
         self._slots = asyncio.Semaphore(max_concurrency)

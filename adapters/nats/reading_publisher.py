@@ -15,9 +15,9 @@ from nats.js.api import Header, PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
 from adapters.nats.subjects import reading_subject
+from config.settings import NatsSettings
 from domain.errors import BackPressure
 from domain.readings import MeterBatch, encode_batch
-from hes.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -198,17 +198,17 @@ class ReadingPublisher:
     def __init__(
         self,
         nc: NatsClient,
-        settings: Settings,
+        nats: NatsSettings,
         *,
         ack_timeout: float = 2.0,
         max_attempts: int = 4,
         backoff: float = 0.1,
         max_backoff: float = 1.0,
     ) -> None:
-        self._prefix = settings.nats_prefix
+        self._prefix = nats.prefix
         self._publisher = AckedPublisher(
             nc,
-            max_in_flight=settings.publish_max_in_flight,
+            max_in_flight=nats.publish_max_in_flight,
             ack_timeout=ack_timeout,
             max_attempts=max_attempts,
             backoff=backoff,

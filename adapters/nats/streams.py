@@ -26,7 +26,7 @@ STREAMS = [
 ]
 
 
-def prefixed(prefix: str, spec: StreamSpec) -> StreamConfig:
+def prefixed(prefix: str, spec: StreamSpec, replicas: int = 1) -> StreamConfig:
     """Stream configuration with the deployment's name and subject prefix applied."""
     subject_prefix = f"{prefix.lower()}." if prefix else ""
     return StreamConfig(
@@ -37,14 +37,15 @@ def prefixed(prefix: str, spec: StreamSpec) -> StreamConfig:
         discard=DiscardPolicy.OLD,
         max_age=spec.max_age_seconds,
         duplicate_window=spec.duplicate_window_seconds,
+        num_replicas=replicas,
     )
 
 
-async def ensure_streams(js: JetStreamContext, prefix: str = "") -> list[str]:
-    """Create missing streams and update changed ones; return their names."""
+async def ensure_streams(js: JetStreamContext, prefix: str = "", replicas: int = 1) -> list[str]:
+    """Create missing streams and update changed ones (replicas too); return their names."""
     names = []
     for spec in STREAMS:
-        config = prefixed(prefix, spec)
+        config = prefixed(prefix, spec, replicas)
         try:
             await js.stream_info(config.name or "")
         except NotFoundError:

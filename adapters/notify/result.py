@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from domain.notifications import Verdict
+from domain.text import printable
 
 MAX_DETAIL = 500
 
@@ -19,6 +20,6 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def short(text: str) -> str:
-    """``text`` on one line, cut to ``MAX_DETAIL`` characters."""
-    flat = " ".join(text.split())
+    """``text`` on one printable line (a receiver's reply may hold NUL), cut to ``MAX_DETAIL``."""
+    flat = printable(" ".join(text.split()))
     return flat if len(flat) <= MAX_DETAIL else flat[: MAX_DETAIL - 1] + "…"

@@ -20,6 +20,8 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from adapters.key_file import load_or_create_key_file
+
 KEY_FILE = "notification-key"
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
@@ -30,8 +32,8 @@ class SecretBoxError(ValueError):
 
 
 def new_webhook_secret() -> str:
-    """A fresh webhook signing secret (``whsec_`` + 32 random bytes, URL-safe base64)."""
-    return "whsec_" + secrets.token_urlsafe(32)
+    """A fresh signing secret: ``whsec_`` + 32 random bytes in base64 (Standard Webhooks)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def parse_key(text: str) -> bytes:
@@ -48,18 +50,10 @@ def parse_key(text: str) -> bytes:
 
 def load_or_create_key(data_dir: Path) -> bytes:
     """The key kept in ``data_dir/notification-key`` (created, mode 0600, on first use)."""
-    path = data_dir / KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        text = base64.urlsafe_b64encode(os.urandom(32)).decode()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-    return parse_key(path.read_text())
+    text = load_or_create_key_file(
+        data_dir / KEY_FILE, lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()
+    )
+    return parse_key(text)
 
 
 class SecretBox:
@@ -69,6 +63,10 @@ class SecretBox:
         if len(key) != 32:
             raise SecretBoxError("the notification key must be 32 bytes")
         self._aead = AESGCM(key)
+
+    def new_secret(self) -> str:
+        """A fresh webhook signing secret (``new_webhook_secret``)."""
+        return new_webhook_secret()
 
     def seal(self, subscription: UUID, secret: str) -> bytes:
         """Version byte, nonce and ciphertext of ``secret`` bound to ``subscription``."""

@@ -8,31 +8,49 @@ from uuid import UUID
 
 import httpx
 
+from adapters.notify.checked_network import CheckedTransport, Resolver, resolve
 from adapters.notify.result import SendResult, short
+from domain.errors import Collector
 from domain.notifications import (
+    DEFAULT_POLICY,
     DELIVERY_ID_HEADER,
     EVENT_ID_HEADER,
-    SIGNATURE_HEADER,
+    Verdict,
+    check_url,
     judge_http,
-    signature_header,
+    webhook_headers,
 )
+from domain.webhook_policy import WebhookPolicy
 
 USER_AGENT = "HES-Notifier/1"
 _RESPONSE_SAMPLE = 200
 
 
 class WebhookSender:
-    """POSTs notification bodies with ``X-HES-Signature``; never follows redirects."""
+    """POSTs notification bodies signed per Standard Webhooks; never follows redirects.
 
-    def __init__(self, timeout: float, max_connections: int = 64) -> None:
+    Only to destinations the policy allows, checked again on every call: the URL's rules, then
+    each resolved address, connecting to the address checked (adapters/notify/checked_network).
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        max_connections: int = 64,
+        *,
+        policy: WebhookPolicy = DEFAULT_POLICY,
+        resolver: Resolver = resolve,
+    ) -> None:
         self._timeout = timeout
+        self._policy = policy
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             trust_env=False,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            transport=CheckedTransport(policy, limits, resolver),
             headers={"User-Agent": USER_AGENT},
         )
 
@@ -51,10 +69,17 @@ class WebhookSender:
         timestamp: int | None = None,
     ) -> SendResult:
         """POST ``body`` once; the result says how the endpoint answered (or that it did not)."""
+        broken = Collector()
+        check_url(broken, "url", url, policy=self._policy)
+        if broken.errors:  # saved under an earlier policy, refused by today's
+            reasons = "; ".join(e.message for e in broken.errors)
+            return SendResult(
+                verdict=Verdict.PERMANENT, status_code=None, detail=short(reasons), duration_ms=0.0
+            )
         stamp = int(time.time()) if timestamp is None else timestamp
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature_header(secret, stamp, body),
+            **webhook_headers(secret, str(delivery_id), stamp, body),
             EVENT_ID_HEADER: str(event_id),
             DELIVERY_ID_HEADER: str(delivery_id),
         }

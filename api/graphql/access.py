@@ -1,8 +1,9 @@
-"""GraphQL access control: every root field checked against ``commands.access.GRAPHQL``.
+"""GraphQL access control: every root field checked against ``api.graphql.operations``.
 
 ``protect(Query, Mutation, Subscription)`` puts the ``AccessControl`` field extension (driven by
 the ``Allowed`` permission) in front of every root field when the schema is built, so a new
-query, mutation or subscription only needs its line in the table. Refusals:
+query, mutation or subscription only needs its line in the mapping (and its operation's in
+``commands.access``). Refusals:
 
 * no acceptable credentials → error with ``extensions.code = UNAUTHENTICATED``;
 * authenticated without the field's role or scope → ``FORBIDDEN``: a ``ForbiddenError`` value
@@ -30,8 +31,9 @@ from strawberry.types.union import StrawberryUnion
 
 from api.context import RequestContext
 from api.denials import Reason, record_denial
+from api.graphql.operations import FIELDS, GRAPHQL
 from api.graphql.types import ForbiddenError
-from commands.access import GRAPHQL
+from domain.values import camel as _camel
 
 ContextInfo = Info[RequestContext, None]
 RECHECK_SECONDS = 30.0
@@ -178,6 +180,52 @@ def record_refusal(error: GraphQLError, execution: ExecutionContext | None) -> N
     reason = Reason.FORBIDDEN if code == "FORBIDDEN" else Reason.UNAUTHENTICATED
     # the target names the operation type only: response keys (aliases) are caller input
     record_denial("graphql", f"{operation}.<resolver>", reason, None, error.message)
+
+
+class FieldAccess(FieldExtension):
+    """Resolves a ``api.graphql.operations.FIELDS`` field only for callers its rule allows.
+
+    Others get null for the field and a ``FORBIDDEN`` error naming it; the rest of the answer
+    is unaffected (the field is nullable for that reason).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.rule = FIELDS[key]
+
+    def _check(self, info: ContextInfo) -> None:
+        actor = info.context.authentication.actor
+        if actor is not None and self.rule.allows(actor):
+            return
+        message = f"{self.key} needs {self.rule.describe()}"
+        record_denial(
+            "graphql", self.key, Reason.FORBIDDEN, actor.subject if actor else None, message
+        )
+        raise Refusal("FORBIDDEN", message).error()
+
+    def resolve(
+        self, next_: Callable[..., Any], source: Any, info: ContextInfo, **kwargs: Any
+    ) -> Any:
+        """Check, then resolve."""
+        self._check(info)
+        return next_(source, info, **kwargs)
+
+    async def resolve_async(
+        self, next_: Callable[..., Awaitable[Any]], source: Any, info: ContextInfo, **kwargs: Any
+    ) -> Any:
+        """Check, then resolve (async fields)."""
+        self._check(info)
+        return await next_(source, info, **kwargs)
+
+
+def protect_fields(*types: type) -> None:
+    """Put ``FieldAccess`` on every field of ``types`` that ``api.graphql.operations`` guards."""
+    for type_ in types:
+        definition = type_.__strawberry_definition__  # type: ignore[attr-defined]
+        for field in definition.fields:
+            key = f"{definition.name}.{field.graphql_name or _camel(field.python_name)}"
+            if key in FIELDS and not any(isinstance(e, FieldAccess) for e in field.extensions):
+                field.extensions.append(FieldAccess(key))
 
 
 def protect(*root_types: type) -> None:

@@ -14,7 +14,6 @@ from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from adapters.nats.cloudevents import decode_cloudevent
 from adapters.nats.subjects import event_subject
 from api.context import InvalidHeader, RequestContext
 from api.graphql.types import CommandError, FieldProblem, PageInfo, ValidationError, error_value
@@ -191,7 +190,7 @@ async def _run(
     except DomainError as exc:
         return error_value(exc)
     container = context.container
-    wait_seconds = container.settings.projection_wait_seconds if wait else 0.0
+    wait_seconds = container.settings.api.projection_wait_seconds if wait else 0.0
     return Alert.from_row(await present_alert(outcome, container.alert_queries, wait_seconds))
 
 
@@ -291,6 +290,46 @@ class AlertMutation:
         return await _run(info, idempotency_key, wait, lambda c: desk.resolve(alert_id, note, c))
 
 
+class _EventHead(msgspec.Struct):
+    """The CloudEvents fields that name the alert and the version an event made."""
+
+    subject: UUID
+    aggregateversion: int
+
+
+_head_decoder = msgspec.json.Decoder(_EventHead)
+
+
+async def _alert_stream(
+    info: ContextInfo, event_name: str, region: str | None
+) -> AsyncGenerator[Alert, None]:
+    """Alerts as relayed ``alert.<event_name>`` events change them, once the read model shows
+    the change; only ``region``'s (any letter case), and a customer's own meters' only."""
+    customer = _scope(info.context.actor())
+    container = info.context.container
+    nc = container.nats
+    if nc is None:
+        raise GraphQLError("live alerts are unavailable: not connected to NATS")
+    wanted = None if region is None else region.strip().upper()
+    sub = await nc.subscribe(event_subject(container.settings.nats.prefix, "alert", event_name))
+    try:
+        async for msg in sub.messages:
+            try:
+                head = _head_decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # not ours to judge: the relay only publishes well-formed events
+            row = await container.alert_queries.wait_for_version(
+                head.subject, head.aggregateversion, 5.0
+            )
+            if row is None or (wanted is not None and row.region.upper() != wanted):
+                continue
+            if customer is not None and not await _owns(info, customer, row.meter_id):
+                continue
+            yield Alert.from_row(row)
+    finally:
+        await sub.unsubscribe()
+
+
 @strawberry.type
 class AlertSubscription:
     @strawberry.subscription(
@@ -300,30 +339,15 @@ class AlertSubscription:
     async def alert_raised(
         self, info: ContextInfo, region: str | None = None
     ) -> AsyncGenerator[Alert, None]:
-        customer = _scope(info.context.actor())
-        container = info.context.container
-        nc = container.nats
-        if nc is None:
-            raise GraphQLError("live alerts are unavailable: not connected to NATS")
-        wanted = None if region is None else region.strip().upper()
-        subject = event_subject(container.settings.nats_prefix, "alert", "Raised")
-        sub = await nc.subscribe(subject)
-        try:
-            async for msg in sub.messages:
-                try:
-                    event = decode_cloudevent(msg.data)
-                    alert_id = UUID(event["subject"])
-                    spec = event["data"]["spec"]
-                    alert_region = str(spec["region"])
-                except (msgspec.DecodeError, KeyError, TypeError, ValueError):
-                    continue  # not ours to judge: the relay only publishes well-formed events
-                if wanted is not None and alert_region.upper() != wanted:
-                    continue
-                row = await container.alert_queries.wait_for_alert(alert_id, 5.0)
-                if row is None:
-                    continue
-                if customer is not None and not await _owns(info, customer, row.meter_id):
-                    continue
-                yield Alert.from_row(row)
-        finally:
-            await sub.unsubscribe()
+        async for alert in _alert_stream(info, "Raised", region):
+            yield alert
+
+    @strawberry.subscription(
+        description="Each alert after every change (raised, repeated, escalated, acknowledged, "
+        "resolved), optionally for one region (customers: only alerts of their own meters).",
+    )
+    async def alert_changed(
+        self, info: ContextInfo, region: str | None = None
+    ) -> AsyncGenerator[Alert, None]:
+        async for alert in _alert_stream(info, "*", region):
+            yield alert

@@ -17,9 +17,11 @@ from api.context import RequestContext
 from api.graphql.types import Connection, MeterStatus, Place
 from api.presenters import row_from_aggregate
 from commands.audit import App, AuditEntry, history_of, locate, state_at, state_of
+from commands.audit_verify import Finding, LogReport
 from commands.policy import authorize_audit
 from domain.errors import DomainError, FieldError, ValidationFailed
 from domain.meter import Meter
+from projections.audit_queries import VerificationRow
 from projections.meters_queries import MeterRow
 
 ContextInfo = Info[RequestContext, None]
@@ -141,9 +143,100 @@ class AggregateState:
     )
 
 
+@strawberry.type(description="What `hes audit verify` recomputed in one event log.")
+class VerifiedLog:
+    log: str
+    intact: bool
+    aggregates: int
+    events: int
+    checkpoints: int
+    checkpointed_position: str = strawberry.field(
+        description="Position of the log's last checkpoint (64-bit integer as text)."
+    )
+    unanchored_events: int = strawberry.field(
+        description="Events after the last checkpoint (covered by their hash chains only)."
+    )
+
+    @classmethod
+    def of(cls, part: LogReport) -> VerifiedLog:
+        """GraphQL view of one log's part of the report."""
+        return cls(
+            log=part.log,
+            intact=part.intact,
+            aggregates=part.aggregates,
+            events=part.events,
+            checkpoints=part.checkpoints,
+            checkpointed_position=str(part.checkpointed_position),
+            unanchored_events=part.unanchored_events,
+        )
+
+
+@strawberry.type(description="A problem `hes audit verify` found.")
+class VerifyFinding:
+    log: str
+    kind: str = strawberry.field(
+        description="altered, removed, reordered, unchained or checkpoint."
+    )
+    aggregate_id: strawberry.ID | None
+    version: int | None
+    position: str | None = strawberry.field(description="Checkpoint position (as text).")
+    detail: str
+
+    @classmethod
+    def of(cls, f: Finding) -> VerifyFinding:
+        """GraphQL view of a finding."""
+        return cls(
+            log=f.log,
+            kind=f.kind,
+            aggregate_id=None if f.aggregate_id is None else strawberry.ID(str(f.aggregate_id)),
+            version=f.version,
+            position=None if f.position is None else str(f.position),
+            detail=f.detail,
+        )
+
+
+@strawberry.type(description="The result of the newest `hes audit verify` run.")
+class AuditVerification:
+    ran_at: datetime
+    ran_by: str = strawberry.field(description="OS user and host that ran the command.")
+    intact: bool
+    anchors: int = strawberry.field(description="Checkpoints given from outside the database.")
+    aggregates: int
+    events: int
+    checkpoints: int
+    unanchored_events: int
+    seconds: float
+    logs: list[VerifiedLog]
+    findings: list[VerifyFinding]
+
+    @classmethod
+    def of(cls, row: VerificationRow) -> AuditVerification:
+        """GraphQL view of a kept verification."""
+        r = row.report
+        return cls(
+            ran_at=row.ran_at,
+            ran_by=row.ran_by,
+            intact=r.intact,
+            anchors=row.anchors,
+            aggregates=r.aggregates,
+            events=r.events,
+            checkpoints=r.checkpoints,
+            unanchored_events=r.unanchored_events,
+            seconds=r.seconds,
+            logs=[VerifiedLog.of(p) for p in r.logs],
+            findings=[VerifyFinding.of(f) for f in r.findings],
+        )
+
+
 def _apps(info: ContextInfo) -> tuple[App, ...]:
     container = info.context.container
-    return (container.registry, container.tariffs, container.alerts, container.api_keys)
+    return (
+        container.registry,
+        container.tariffs,
+        container.alerts,
+        container.api_keys,
+        container.operations,
+    )
 
 
 def _meter_at(apps: tuple[App, ...], value: str, at: datetime | None, version: int | None) -> Meter:
@@ -166,8 +259,8 @@ def _graphql_error(exc: DomainError) -> GraphQLError:
     return GraphQLError(exc.message, extensions={"code": code})
 
 
-async def _audited(info: ContextInfo, read: Callable[[], T]) -> T:
-    """Authorise the caller as auditor, then run the blocking event-store read in a thread."""
+def _authorise(info: ContextInfo) -> None:
+    """Refuse anyone but auditors and admins (as GraphQL errors)."""
     try:
         actor = info.context.actor()
     except Unauthenticated as exc:
@@ -176,6 +269,14 @@ async def _audited(info: ContextInfo, read: Callable[[], T]) -> T:
         ) from None
     try:
         authorize_audit(actor)
+    except DomainError as exc:
+        raise _graphql_error(exc) from None
+
+
+async def _audited(info: ContextInfo, read: Callable[[], T]) -> T:
+    """Authorise the caller as auditor, then run the blocking event-store read in a thread."""
+    _authorise(info)
+    try:
         return await anyio.to_thread.run_sync(read)
     except DomainError as exc:
         raise _graphql_error(exc) from None
@@ -201,6 +302,15 @@ class AuditQuery:
         apps = _apps(info)
         entries = await _audited(info, lambda: history_of(apps, aggregate_id, from_, to, first))
         return [AuditEvent.of(e) for e in entries]
+
+    @strawberry.field(
+        description="The result of the newest `hes audit verify` (null: never run). "
+        "Auditors and admins only."
+    )
+    async def last_audit_verification(self, info: ContextInfo) -> AuditVerification | None:
+        _authorise(info)
+        found = await info.context.container.audit.last_verification()
+        return None if found is None else AuditVerification.of(found)
 
     @strawberry.field(
         description=(

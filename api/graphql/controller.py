@@ -4,7 +4,7 @@ A websocket client authenticates with the handshake's ``Authorization``/``X-API-
 with the ``connection_init`` payload ``{"Authorization": "Bearer <token>"}`` (or
 ``{"X-API-Key": "<key>"}``, or ``ApiKey <key>`` as Authorization). Without acceptable credentials
 the server closes the socket with 4401; a caller whose roles allow no subscription at all gets
-4403. Each subscription is then checked like any field (``commands.access.GRAPHQL``).
+4403. Each subscription is then checked like any field (``api.graphql.operations.GRAPHQL``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from litestar import Request, Response
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.litestar import make_graphql_controller
 from strawberry.litestar.controller import GraphQLController
@@ -22,8 +23,9 @@ from strawberry.types.unset import UnsetType
 from api.context import RequestContext
 from api.denials import Reason, record_denial
 from api.deps import graphql_context
+from api.graphql.operations import GRAPHQL
 from api.graphql.schema import schema
-from commands.access import GRAPHQL
+from api.web.pages import html_page
 
 TARGET = "WS /graphql"
 
@@ -57,6 +59,10 @@ def graphql_controller(allowed_origins: Sequence[str]) -> type[GraphQLController
     )
 
     class HesGraphQL(base):  # type: ignore[valid-type,misc]
+        async def render_graphql_ide(self, request: Request[Any, Any, Any]) -> Response[str]:
+            """GraphiQL from the API's own files (strawberry's page loads it from a CDN)."""
+            return html_page("graphiql/index.html")
+
         async def on_ws_connect(
             self, context: RequestContext
         ) -> UnsetType | dict[str, object] | None:

@@ -14,6 +14,7 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from api.context import InvalidHeader, RequestContext
+from api.graphql.fleet import LoadLimitInput
 from api.graphql.types import (
     CommandError,
     FieldProblem,
@@ -71,6 +72,15 @@ class ReadValue:
     value: float
     unit: str
     at: datetime
+    unverified: bool = strawberry.field(
+        description="The meter gave no known unit or scaler: stored as read, flagged."
+    )
+
+
+@strawberry.type(description="A quantity an on-demand read could not store, and why.")
+class ReadFailure:
+    obis: str
+    reason: str
 
 
 @strawberry.type(description="What the meter read back for a confirmed command.")
@@ -84,6 +94,22 @@ class CommandReadBack:
     clock_before: datetime | None
     clock_after: datetime | None
     values: list[ReadValue]
+    failures: list[ReadFailure] = strawberry.field(
+        description="Quantities of an on-demand read not stored, and why (the others were)."
+    )
+    objects: int | None = strawberry.field(
+        description="Objects in the association view a DISCOVER command read."
+    )
+    firmware: str | None = strawberry.field(
+        description="FIRMWARE_UPDATE: the active firmware identifier read after activation."
+    )
+    blocks_total: int | None = strawberry.field(description="FIRMWARE_UPDATE: image blocks.")
+    blocks_sent: int | None = strawberry.field(
+        description="FIRMWARE_UPDATE: blocks this attempt sent (fewer when it resumed)."
+    )
+    calendar: str | None = strawberry.field(
+        description="WRITE_CALENDAR: the calendar name read back."
+    )
 
     @classmethod
     def of(cls, result: CommandResult) -> CommandReadBack:
@@ -94,8 +120,15 @@ class CommandReadBack:
             clock_before=result.clock_before,
             clock_after=result.clock_after,
             values=[
-                ReadValue(obis=v.obis, value=v.value, unit=v.unit, at=v.at) for v in result.values
+                ReadValue(obis=v.obis, value=v.value, unit=v.unit, at=v.at, unverified=v.unverified)
+                for v in result.values
             ],
+            failures=[ReadFailure(obis=f.obis, reason=f.reason) for f in result.failures],
+            objects=result.objects,
+            firmware=result.firmware,
+            blocks_total=result.blocks_total,
+            blocks_sent=result.blocks_sent,
+            calendar=result.calendar,
         )
 
 
@@ -300,11 +333,29 @@ async def _request(
         return error_value(exc)
     container = context.container
     row = await present_command(
-        outcome, container.dlms, wait_seconds, container.settings.projection_wait_seconds
+        outcome, container.dlms, wait_seconds, container.settings.api.projection_wait_seconds
     )
     if row is None:
         return RemoteCommand.from_aggregate(meter_id, outcome.command)
     return RemoteCommand.from_row(row)
+
+
+async def _fleet_command(
+    info: ContextInfo,
+    meter: str,
+    idempotency_key: str | None,
+    wait_seconds: float,
+    kind: DomainKind,
+    args: CommandArgs,
+) -> RemoteCommandOrError:
+    registry = info.context.container.registry
+    return await _request(
+        info,
+        meter,
+        idempotency_key,
+        wait_seconds,
+        lambda m, c: registry.request_remote_command(m, kind, args, c),
+    )
 
 
 async def _readable(info: ContextInfo, meter: str) -> UUID:
@@ -443,6 +494,74 @@ class DlmsMutation:
             idempotency_key,
             wait_seconds,
             lambda m, c: registry.request_remote_command(m, DomainKind.READ_ON_DEMAND, args, c),
+        )
+
+    @strawberry.mutation(
+        description="Transfer, verify and activate a firmware image on the meter, then read "
+        "its active firmware (admin)."
+    )
+    async def update_firmware(
+        self,
+        info: ContextInfo,
+        id: strawberry.ID,
+        image_id: strawberry.ID,
+        activate_at: Annotated[
+            datetime | None,
+            strawberry.argument(description="The meter activates the image at this time."),
+        ] = None,
+        idempotency_key: str | None = None,
+        wait_seconds: Annotated[float, _WAIT] = 0.0,
+    ) -> RemoteCommandResult:
+        try:
+            args = CommandArgs(image_id=UUID(image_id), activate_at=activate_at)
+        except ValueError:
+            return _invalid("imageId", "format", f"{image_id!r} is not a UUID")
+        return await _fleet_command(
+            info, id, idempotency_key, wait_seconds, DomainKind.FIRMWARE_UPDATE, args
+        )
+
+    @strawberry.mutation(
+        description="Write a TOU plan version's calendar and special days; read back to compare."
+    )
+    async def write_calendar(
+        self,
+        info: ContextInfo,
+        id: strawberry.ID,
+        tou_plan_id: strawberry.ID,
+        version: int,
+        idempotency_key: str | None = None,
+        wait_seconds: Annotated[float, _WAIT] = 0.0,
+    ) -> RemoteCommandResult:
+        try:
+            args = CommandArgs(tou_plan_id=UUID(tou_plan_id), tou_plan_version=version)
+        except ValueError:
+            return _invalid("touPlanId", "format", f"{tou_plan_id!r} is not a UUID")
+        container = info.context.container
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: container.fleet.tou_plan(UUID(tou_plan_id)).calendar(version)
+            )
+        except DomainError as exc:
+            return error_value(exc)
+        return await _fleet_command(
+            info, id, idempotency_key, wait_seconds, DomainKind.WRITE_CALENDAR, args
+        )
+
+    @strawberry.mutation(description="Write the limiter's thresholds; read back to compare.")
+    async def set_load_limit(
+        self,
+        info: ContextInfo,
+        id: strawberry.ID,
+        limit: LoadLimitInput,
+        idempotency_key: str | None = None,
+        wait_seconds: Annotated[float, _WAIT] = 0.0,
+    ) -> RemoteCommandResult:
+        try:
+            args = CommandArgs(load_limit=limit.value())
+        except DomainError as exc:
+            return error_value(exc)
+        return await _fleet_command(
+            info, id, idempotency_key, wait_seconds, DomainKind.SET_LOAD_LIMIT, args
         )
 
     @strawberry.mutation(description="Send a failed remote command again (a new attempt).")

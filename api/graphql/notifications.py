@@ -21,11 +21,11 @@ from api.graphql.types import (
     ValidationError,
     error_value,
 )
+from commands.notification_subscriptions import Changes, Saved, SubscriptionRow
 from domain import notifications as domain
 from domain.alert import AlertType, Severity
 from domain.errors import DomainError, ValidationFailed
 from projections.notification_deliveries import DeliveryRow, encode_cursor
-from projections.notification_subscriptions import Changes, Saved, SubscriptionRow
 
 ContextInfo = Info[RequestContext, None]
 

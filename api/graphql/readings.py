@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -16,12 +16,13 @@ from api.context import RequestContext
 from commands.context import Actor, Role
 from commands.policy import may_read_meter
 from domain.meter import meter_id
-from domain.obis import BY_ID, Quantity, lookup
+from domain.obis import BY_ID, QUANTITIES, Quantity, lookup
 from domain.readings import MeterBatch, Quality, Source, decode_batch
 from projections.reading_queries import (
     AggregateRow,
     Interval,
     InvalidReadingCursor,
+    ReadingRow,
     encode_ts_cursor,
 )
 
@@ -146,8 +147,31 @@ class RegionFleet:
     region: str
     meters_registered: int
     meters_reporting: int
-    readings_last_minute: int
+    readings_per_minute: int = strawberry.field(
+        description=(
+            "Average readings per minute over the last complete 15-minute window "
+            "(at 10:17: the window 10:00-10:15)."
+        )
+    )
+    readings_last_minute: int = strawberry.field(
+        deprecation_reason=(
+            "Not the last minute: the same figure as readingsPerMinute (the average over the "
+            "last complete 15-minute window). Removed in 0.3."
+        )
+    )
     completeness_pct: float
+
+
+def _reading(row: ReadingRow) -> Reading:
+    return Reading(
+        meter_id=strawberry.ID(str(row.meter_id)),
+        quantity=QuantityInfo.of(BY_ID[row.quantity]),
+        ts=row.ts,
+        value=row.value,
+        quality=_flags(row.quality),
+        source=Source(row.source).name.lower(),
+        received_at=row.received_at,
+    )
 
 
 async def _readable_meter(info: ContextInfo, meter: str) -> UUID:
@@ -161,6 +185,14 @@ async def _readable_meter(info: ContextInfo, meter: str) -> UUID:
     if row is None or not may_read_meter(actor, row.customer_account):
         raise GraphQLError(f"meter: no meter {meter!r}", extensions={"code": "NOT_FOUND"})
     return id_
+
+
+async def _still_readable(info: ContextInfo, actor: Actor, id_: UUID) -> bool:
+    """True while the caller may read the meter: by role, or (customers) as its owner now."""
+    if may_read_meter(actor, None):
+        return True  # staff read every meter: their access does not depend on the meter
+    row = await info.context.container.meters.by_id(id_)
+    return row is not None and may_read_meter(actor, row.customer_account)
 
 
 def _staff(actor: Actor) -> None:
@@ -194,25 +226,27 @@ class ReadingQuery:
             )
         except InvalidReadingCursor as exc:
             raise _bad(str(exc)) from None
-        edges = [
-            ReadingEdge(
-                cursor=encode_ts_cursor(r.ts),
-                node=Reading(
-                    meter_id=strawberry.ID(str(r.meter_id)),
-                    quantity=QuantityInfo.of(q),
-                    ts=r.ts,
-                    value=r.value,
-                    quality=_flags(r.quality),
-                    source=Source(r.source).name.lower(),
-                    received_at=r.received_at,
-                ),
-            )
-            for r in page.items
-        ]
+        edges = [ReadingEdge(cursor=encode_ts_cursor(r.ts), node=_reading(r)) for r in page.items]
         return ReadingConnection(
             edges=edges,
             page_info=ReadingPageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
         )
+
+    @strawberry.field(
+        description="The newest stored reading of each quantity of a meter (id or serial), "
+        "within the raw-reading retention."
+    )
+    async def latest_readings(self, info: ContextInfo, meter: str) -> list[Reading]:
+        id_ = await _readable_meter(info, meter)
+        settings = info.context.container.settings
+        now = datetime.now(UTC)
+        rows = await info.context.container.readings.latest(
+            id_,
+            [q.id for q in QUANTITIES],
+            now - timedelta(days=settings.readings.retention_raw_days),
+            now + timedelta(seconds=settings.readings.future_tolerance_seconds),
+        )
+        return [_reading(r) for r in rows if r.quantity in BY_ID]
 
     @strawberry.field(description="Per-meter aggregates (1, 15 or 30 minutes) in a time range.")
     async def aggregates(
@@ -262,7 +296,8 @@ class ReadingQuery:
                 region=r.region,
                 meters_registered=r.meters_registered,
                 meters_reporting=r.meters_reporting,
-                readings_last_minute=r.readings_last_minute,
+                readings_per_minute=r.readings_per_minute,
+                readings_last_minute=r.readings_per_minute,
                 completeness_pct=r.completeness_pct,
             )
             for r in rows
@@ -271,10 +306,15 @@ class ReadingQuery:
 
 @strawberry.type
 class ReadingSubscription:
-    @strawberry.subscription(description="Readings as they arrive, for one meter or one region.")
+    @strawberry.subscription(
+        description="Readings as they arrive, for one meter or one region. Access is checked "
+        "again before each batch: a customer whose meter moves to another account gets a "
+        "FORBIDDEN error and the stream ends."
+    )
     async def live_readings(
         self, info: ContextInfo, meter: str | None = None, region: str | None = None
     ) -> AsyncGenerator[Reading, None]:
+        actor = info.context.actor()
         if (meter is None) == (region is None):
             raise _bad("liveReadings: give exactly one of meter or region")
         if meter is not None:
@@ -286,12 +326,14 @@ class ReadingSubscription:
         if nc is None:
             raise GraphQLError("live readings are unavailable: not connected to NATS")
         settings = info.context.container.settings
-        sub = await nc.subscribe(live_subject(settings.nats_prefix, wanted))
+        sub = await nc.subscribe(live_subject(settings.nats.prefix, wanted))
         try:
             async for msg in sub.messages:
                 batch = _decode(msg.data)
                 if batch is None or (region is not None and batch.region != region):
                     continue
+                if wanted is not None and not await _still_readable(info, actor, wanted):
+                    raise _forbidden(f"liveReadings: you may no longer read meter {meter!r}")
                 for r in batch.readings:
                     q = BY_ID.get(r.quantity)
                     if q is None:

@@ -14,17 +14,31 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from api.context import InvalidHeader, RequestContext
-from api.graphql.access import protect, record_refusal
+from api.graphql.access import protect, protect_fields, record_refusal
 from api.graphql.alerts import AlertMutation, AlertQuery, AlertSubscription
 from api.graphql.api_keys import ApiKeyMutation, ApiKeyQuery
+from api.graphql.arguments import guard_arguments
 from api.graphql.audit import AuditQuery
 from api.graphql.bulk_disconnect import BulkDisconnectMutation
+from api.graphql.customers import CustomerMutation, CustomerQuery
+from api.graphql.dashboard import DashboardQuery, DashboardSubscription
 from api.graphql.dlms import DlmsMutation, DlmsQuery
+from api.graphql.dlms_profiles import DlmsProfileMutation, DlmsProfileQuery
+from api.graphql.fleet import FleetMutation, FleetQuery, FleetSubscription
+from api.graphql.insights import InsightMutation, InsightQuery
 from api.graphql.limits import limits
+from api.graphql.me import MeQuery
 from api.graphql.notifications import NotificationMutation, NotificationQuery
 from api.graphql.readings import ReadingQuery, ReadingSubscription
 from api.graphql.redaction import without_values
-from api.graphql.tariffs import TariffMutation, TariffQuery, TariffSubscription
+from api.graphql.regions import RegionMutation
+from api.graphql.sims import SimMutation, SimQuery
+from api.graphql.tariffs import (
+    TariffMutation,
+    TariffOverride,
+    TariffQuery,
+    TariffSubscription,
+)
 from api.graphql.types import (
     ConnectionInput,
     FieldProblem,
@@ -92,7 +106,11 @@ class MeterQuery:
         try:
             page = await info.context.container.meters.page(
                 MeterFilter(
-                    region=f.region, area=f.area, status=f.status, customer_account=customer
+                    region=f.region,
+                    area=f.area,
+                    status=f.status,
+                    customer_account=customer,
+                    serial_prefix=f.serial_prefix,
                 ),
                 first,
                 after,
@@ -144,7 +162,7 @@ async def _run(
         outcome = await anyio.to_thread.run_sync(command, ctx)
     except DomainError as exc:
         return error_value(exc)
-    wait_seconds = context.container.settings.projection_wait_seconds if wait else 0.0
+    wait_seconds = context.container.settings.api.projection_wait_seconds if wait else 0.0
     return Meter.from_row(await present(outcome, context.container.meters, wait_seconds))
 
 
@@ -308,6 +326,13 @@ Query = merge_types(
         NotificationQuery,
         ApiKeyQuery,
         DlmsQuery,
+        DashboardQuery,
+        DlmsProfileQuery,
+        SimQuery,
+        MeQuery,
+        CustomerQuery,
+        FleetQuery,
+        InsightQuery,
     ),
 )
 Mutation = merge_types(
@@ -315,17 +340,32 @@ Mutation = merge_types(
     (
         MeterMutation,
         TariffMutation,
+        RegionMutation,
         AlertMutation,
         NotificationMutation,
         ApiKeyMutation,
         DlmsMutation,
+        DlmsProfileMutation,
+        SimMutation,
         BulkDisconnectMutation,
+        CustomerMutation,
+        FleetMutation,
+        InsightMutation,
     ),
 )
 Subscription = merge_types(
-    "Subscription", (ReadingSubscription, AlertSubscription, TariffSubscription)
+    "Subscription",
+    (
+        ReadingSubscription,
+        AlertSubscription,
+        TariffSubscription,
+        DashboardSubscription,
+        FleetSubscription,
+    ),
 )
-protect(Query, Mutation, Subscription)  # every root field checked by commands.access.GRAPHQL
+guard_arguments(Query, Subscription)  # identifiers and filters hold no control characters
+protect(Query, Mutation, Subscription)  # every root field checked by api.graphql.operations
+protect_fields(TariffOverride, Meter)  # and the fields its FIELDS name
 
 schema = HesSchema(
     query=Query,
@@ -340,3 +380,8 @@ schema = HesSchema(
         *limits(),
     ],
 )
+
+
+def sdl() -> str:
+    """The schema in GraphQL SDL, as published in docs/schema.graphql (``hes schema graphql``)."""
+    return schema.as_str() + "\n"

@@ -31,8 +31,12 @@ ContextInfo = Info[RequestContext, None]
 _STAFF = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR})
 
 
+def _is_staff(actor: Actor) -> bool:
+    return not actor.roles.isdisjoint(_STAFF)
+
+
 def _staff(actor: Actor) -> None:
-    if actor.roles.isdisjoint(_STAFF):
+    if not _is_staff(actor):
         raise GraphQLError("your roles may not read tariffs", extensions={"code": "FORBIDDEN"})
 
 
@@ -53,8 +57,12 @@ class TimeOfUsePeriod:
 @strawberry.type(description="An administrator's fixed price, in force until it expires.")
 class TariffOverride:
     price: str
-    reason: str
-    author: str
+    reason: str | None = strawberry.field(
+        description="Why the override was set (staff only: customers get null and FORBIDDEN)."
+    )
+    author: str | None = strawberry.field(
+        description="Who set the override (staff only: customers get null and FORBIDDEN)."
+    )
     expires_at: datetime
     active: bool
 
@@ -71,6 +79,9 @@ class Tariff:
     load_price: str = strawberry.field(description="Price the last recorded load gives.")
     load_pct: float | None
     load_bucket: datetime | None
+    load_tier: TariffTier | None = strawberry.field(
+        description="The tier the last recorded load reaches (null: below every tier, base price)."
+    )
     override: TariffOverride | None
     effective_price: str = strawberry.field(
         description="Price in force now: an active override, else the load price."
@@ -79,10 +90,14 @@ class Tariff:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: TariffRow) -> Tariff:
-        """GraphQL view of a read-model row."""
+    def from_row(cls, row: TariffRow, *, internal: bool = True) -> Tariff:
+        """GraphQL view of a read-model row; without ``internal``, the customer view."""
         now = datetime.now(UTC)
         o = row.override
+        reached = [
+            t for t in row.tiers if row.load_pct is not None and row.load_pct >= t.threshold_pct
+        ]
+        top = max(reached, key=lambda t: t.threshold_pct, default=None)
         return cls(
             region=row.region,
             currency=row.currency,
@@ -102,12 +117,15 @@ class Tariff:
             load_price=str(row.load_price),
             load_pct=row.load_pct,
             load_bucket=row.load_bucket,
+            load_tier=None
+            if top is None
+            else TariffTier(threshold_pct=top.threshold_pct, surcharge_pct=str(top.surcharge_pct)),
             override=None
             if o is None
             else TariffOverride(
                 price=str(o.price),
-                reason=o.reason,
-                author=o.author,
+                reason=o.reason if internal else None,
+                author=o.author if internal else None,
                 expires_at=o.expires_at,
                 active=o.active(now),
             ),
@@ -258,7 +276,7 @@ async def _run(
     except DomainError as exc:
         return error_value(exc)
     container = context.container
-    wait_seconds = container.settings.projection_wait_seconds if wait else 0.0
+    wait_seconds = container.settings.api.projection_wait_seconds if wait else 0.0
     row = await present_tariff(outcome, container.tariff_queries, wait_seconds)
     if outcome.notification_id is not None:
         await container.prices.put(row)
@@ -282,7 +300,7 @@ class TariffQuery:
         row = await info.context.container.prices.current(region)
         if row is None or not await _may_see(info, actor, row.region):
             return None  # a customer cannot even learn another region's price
-        return Tariff.from_row(row)
+        return Tariff.from_row(row, internal=_is_staff(actor))
 
     @strawberry.field(
         description="Prices a region recorded in [from, to), oldest first, at most 10,000 (staff).",
@@ -306,7 +324,7 @@ class TariffQuery:
 
 async def _may_see(info: ContextInfo, actor: Actor, region: str) -> bool:
     """Staff see every region; a customer only the regions of their own meters."""
-    if not actor.roles.isdisjoint(_STAFF):
+    if _is_staff(actor):
         return True
     if Role.CUSTOMER not in actor.roles or actor.customer_account is None:
         return False
@@ -325,7 +343,8 @@ class _TariffEventHead(msgspec.Struct):
 class TariffSubscription:
     @strawberry.subscription(
         description="A region's tariff each time it changes (price, override, tiers); "
-        "a customer only for the region of one of their meters.",
+        "a customer only for the region of one of their meters, checked again before each "
+        "change (FORBIDDEN and the end of the stream once they have none there).",
     )
     async def tariff_changed(self, info: ContextInfo, region: str) -> AsyncGenerator[Tariff, None]:
         actor = info.context.actor()
@@ -339,7 +358,7 @@ class TariffSubscription:
         if nc is None:
             raise GraphQLError("live tariffs are unavailable: not connected to NATS")
         wanted = tariff_id(region)
-        sub = await nc.subscribe(event_subject(container.settings.nats_prefix, "tariff", "*"))
+        sub = await nc.subscribe(event_subject(container.settings.nats.prefix, "tariff", "*"))
         try:
             async for msg in sub.messages:
                 try:
@@ -348,11 +367,16 @@ class TariffSubscription:
                     continue
                 if head.subject != wanted:
                     continue
+                if not await _may_see(info, actor, region.strip()):
+                    raise GraphQLError(
+                        f"tariffChanged: you no longer have a meter in region {region!r}",
+                        extensions={"code": "FORBIDDEN"},
+                    )
                 row = await container.tariff_queries.wait_for_version(
                     wanted, head.aggregateversion, 5.0
                 )
                 if row is not None:
-                    yield Tariff.from_row(row)
+                    yield Tariff.from_row(row, internal=_is_staff(actor))
         finally:
             await sub.unsubscribe()
 

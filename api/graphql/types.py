@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, TypeAlias
+from typing import TYPE_CHECKING, Annotated, TypeAlias
+from uuid import UUID
 
 import strawberry
 
 from domain.errors import DomainError, FieldError, ValidationFailed
+from domain.meter_view import spec_values
 from domain.values import ConnectionProfile, Location, MeterSpec
 from domain.values import MeterStatus as DomainMeterStatus
 from domain.values import SecurityLevel as DomainSecurityLevel
 from domain.values import Transport as DomainTransport
 from projections.meters_queries import MeterRow
+
+if TYPE_CHECKING:
+    from api.graphql.dlms_profiles import DlmsCapabilities
 
 MeterStatus = strawberry.enum(DomainMeterStatus, description="Lifecycle status of a meter.")
 Transport = strawberry.enum(DomainTransport, description="DLMS transport over TCP.")
@@ -24,7 +29,9 @@ class Connection:
     host: str
     port: int
     transport: Transport  # type: ignore[valid-type]
-    client_address: int
+    client_address: int | None = strawberry.field(
+        description="DLMS client SAP; null: the meter's DLMS profile gives it per security level."
+    )
     server_address: int
     physical_address: int | None
     security: SecurityLevel  # type: ignore[valid-type]
@@ -64,6 +71,17 @@ class Meter:
         description="Timestamp of the newest reading (null until the meter reports)."
     )
     online: bool = strawberry.field(description="Reported within the last 15 minutes.")
+
+    @strawberry.field(
+        description="The meter's DLMS profile, client, its model's association view and the "
+        "read plan made from them (staff only)."
+    )
+    async def dlms_capabilities(
+        self, info: strawberry.Info
+    ) -> Annotated[DlmsCapabilities, strawberry.lazy("api.graphql.dlms_profiles")] | None:
+        from api.graphql.dlms_profiles import meter_capabilities
+
+        return await meter_capabilities(info, UUID(str(self.id)))
 
     @classmethod
     def from_row(cls, row: MeterRow) -> Meter:
@@ -134,6 +152,9 @@ class MeterFilterInput:
     area: str | None = None
     status: MeterStatus | None = None  # type: ignore[valid-type]
     customer_account: str | None = None
+    serial_prefix: str | None = strawberry.field(
+        default=None, description="Serials starting with this text (any letter case)."
+    )
 
 
 @strawberry.input
@@ -141,7 +162,11 @@ class ConnectionInput:
     host: str
     port: int = 4059
     transport: Transport = DomainTransport.WRAPPER  # type: ignore[valid-type]
-    client_address: int = 16
+    client_address: int | None = strawberry.field(
+        default=None,
+        description="DLMS client SAP; omitted: the meter's DLMS profile's for its security level "
+        "(IDIS: NONE 16, LLS 17, HLS_GMAC 1).",
+    )
     server_address: int = 1
     physical_address: int | None = None
     security: SecurityLevel = DomainSecurityLevel.NONE  # type: ignore[valid-type]
@@ -175,19 +200,7 @@ class RegisterMeterInput:
 
     def to_domain(self) -> MeterSpec:
         """Domain value of this input."""
-        return MeterSpec(
-            serial=self.serial,
-            manufacturer=self.manufacturer,
-            model=self.model,
-            firmware=self.firmware,
-            phases=self.phases,
-            region=self.region,
-            area=self.area,
-            connection=self.connection.to_domain(),
-            meter_type=self.meter_type,
-            concentrator_id=self.concentrator_id,
-            sim_card=self.sim_card,
-        )
+        return MeterSpec(**{**spec_values(self), "connection": self.connection.to_domain()})
 
 
 @strawberry.input

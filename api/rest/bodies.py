@@ -7,6 +7,7 @@ from uuid import UUID
 
 import msgspec
 
+from domain.meter_view import spec_values
 from domain.values import (
     ConnectionProfile,
     Location,
@@ -24,7 +25,8 @@ class ConnectionBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     host: str
     port: int = 4059
     transport: Transport = Transport.WRAPPER
-    client_address: int = 16
+    client_address: int | None = None
+    """DLMS client SAP; omitted: the meter's DLMS profile's for its security level."""
     server_address: int = 1
     physical_address: int | None = None
     security: SecurityLevel = SecurityLevel.NONE
@@ -63,19 +65,7 @@ class RegisterMeterBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel
 
     def to_domain(self) -> MeterSpec:
         """Domain value of this body."""
-        return MeterSpec(
-            serial=self.serial,
-            manufacturer=self.manufacturer,
-            model=self.model,
-            firmware=self.firmware,
-            phases=self.phases,
-            region=self.region,
-            area=self.area,
-            connection=self.connection.to_domain(),
-            meter_type=self.meter_type,
-            concentrator_id=self.concentrator_id,
-            sim_card=self.sim_card,
-        )
+        return MeterSpec(**{**spec_values(self), "connection": self.connection.to_domain()})
 
 
 class CommissionBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -109,7 +99,7 @@ class ConnectionView(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     host: str
     port: int
     transport: Transport
-    client_address: int
+    client_address: int | None
     server_address: int
     physical_address: int | None
     security: SecurityLevel

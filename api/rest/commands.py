@@ -43,7 +43,7 @@ async def _run(
 ) -> MeterView:
     command_ctx = ctx.command(key)
     outcome = await anyio.to_thread.run_sync(command, command_ctx)
-    seconds = ctx.container.settings.projection_wait_seconds if wait else 0.0
+    seconds = ctx.container.settings.api.projection_wait_seconds if wait else 0.0
     return MeterView.from_row(await present(outcome, ctx.container.meters, seconds))
 
 

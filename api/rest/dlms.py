@@ -15,7 +15,14 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.context import RequestContext
+from api.dlms_capabilities import (
+    CapabilitiesView,
+    CollectionTaskView,
+    ProfileView,
+    capabilities,
+)
 from api.presenters import present_command
+from api.rest.fleet_bodies import LoadLimitBody
 from commands.context import CommandContext, Role
 from commands.meters import CommandOutcome
 from domain.errors import FieldError, Forbidden, NotFound, ValidationFailed
@@ -41,6 +48,21 @@ WaitSeconds = Annotated[
     ),
 ]
 _STAFF = frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.AUDITOR})
+
+
+class FirmwareUpdateBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The uploaded firmware image to transfer, verify and activate."""
+
+    image_id: UUID
+    activate_at: datetime | None = None
+    """When the meter activates the image by itself (null: at once)."""
+
+
+class CalendarBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The TOU plan version to write."""
+
+    tou_plan_id: UUID
+    version: int
 
 
 class ReadBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -114,6 +136,20 @@ class RemoteCommandView(msgspec.Struct, frozen=True, kw_only=True, rename="camel
         )
 
 
+class ProfileBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The DLMS model profile to use (null: by model match, else the default)."""
+
+    profile: str | None
+
+
+class ProfileAssignmentView(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The profile assigned and the one the meter uses."""
+
+    meter_id: UUID
+    profile: str | None
+    effective_profile: str
+
+
 class KeysView(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """What setting keys did (never the keys)."""
 
@@ -162,10 +198,34 @@ async def _request(
     outcome = await anyio.to_thread.run_sync(command, meter_id, command_ctx)
     container = ctx.container
     row = await present_command(
-        outcome, container.dlms, wait_seconds, container.settings.projection_wait_seconds
+        outcome, container.dlms, wait_seconds, container.settings.api.projection_wait_seconds
     )
     return (
         RemoteCommandView.from_outcome(outcome) if row is None else RemoteCommandView.from_row(row)
+    )
+
+
+async def _fleet(
+    ctx: RequestContext,
+    meter_id: UUID,
+    key: str | None,
+    wait_seconds: float,
+    args: CommandArgs,
+) -> RemoteCommandView:
+    kind = (
+        CommandKind.FIRMWARE_UPDATE
+        if args.image_id is not None
+        else CommandKind.WRITE_CALENDAR
+        if args.tou_plan_id is not None
+        else CommandKind.SET_LOAD_LIMIT
+    )
+    registry = ctx.container.registry
+    return await _request(
+        ctx,
+        meter_id,
+        key,
+        wait_seconds,
+        lambda m, c: registry.request_remote_command(m, kind, args, c),
     )
 
 
@@ -241,6 +301,49 @@ class DlmsCommands(Controller):
             ),
         )
 
+    @post("/firmware-update", status_code=202, summary="Update the meter's firmware")
+    async def firmware_update(
+        self,
+        ctx: NamedDependency[RequestContext],
+        meter_id: FromPath[UUID],
+        data: JSONBody[FirmwareUpdateBody],
+        idempotency_key: IdempotencyKey = None,
+        wait_seconds: WaitSeconds = 0.0,
+    ) -> RemoteCommandView:
+        """Queue transferring, verifying and activating an image (admin)."""
+        args = CommandArgs(image_id=data.image_id, activate_at=data.activate_at)
+        return await _fleet(ctx, meter_id, idempotency_key, wait_seconds, args)
+
+    @post("/calendar", status_code=202, summary="Write a TOU calendar to the meter")
+    async def calendar(
+        self,
+        ctx: NamedDependency[RequestContext],
+        meter_id: FromPath[UUID],
+        data: JSONBody[CalendarBody],
+        idempotency_key: IdempotencyKey = None,
+        wait_seconds: WaitSeconds = 0.0,
+    ) -> RemoteCommandView:
+        """Queue writing a TOU plan version; the meter's read-back must equal it."""
+        fleet = ctx.container.fleet
+        await anyio.to_thread.run_sync(
+            lambda: fleet.tou_plan(data.tou_plan_id).calendar(data.version)
+        )
+        args = CommandArgs(tou_plan_id=data.tou_plan_id, tou_plan_version=data.version)
+        return await _fleet(ctx, meter_id, idempotency_key, wait_seconds, args)
+
+    @post("/load-limit", status_code=202, summary="Set the meter's load limit")
+    async def load_limit(
+        self,
+        ctx: NamedDependency[RequestContext],
+        meter_id: FromPath[UUID],
+        data: JSONBody[LoadLimitBody],
+        idempotency_key: IdempotencyKey = None,
+        wait_seconds: WaitSeconds = 0.0,
+    ) -> RemoteCommandView:
+        """Queue writing the limiter's thresholds; the meter's read-back must equal them."""
+        args = CommandArgs(load_limit=data.value())
+        return await _fleet(ctx, meter_id, idempotency_key, wait_seconds, args)
+
     @post("/read", status_code=202, summary="Read quantities on demand")
     async def read(
         self,
@@ -259,6 +362,24 @@ class DlmsCommands(Controller):
             idempotency_key,
             wait_seconds,
             lambda m, c: registry.request_remote_command(m, CommandKind.READ_ON_DEMAND, args, c),
+        )
+
+    @post("/discover", status_code=202, summary="Read the meter's association view again")
+    async def discover(
+        self,
+        ctx: NamedDependency[RequestContext],
+        meter_id: FromPath[UUID],
+        idempotency_key: IdempotencyKey = None,
+        wait_seconds: WaitSeconds = 0.0,
+    ) -> RemoteCommandView:
+        """Queue a DISCOVER command: the model's objects and access rights are read again."""
+        registry = ctx.container.registry
+        return await _request(
+            ctx,
+            meter_id,
+            idempotency_key,
+            wait_seconds,
+            lambda m, c: registry.request_remote_command(m, CommandKind.DISCOVER, CommandArgs(), c),
         )
 
     @post("/remote-commands/{command_id:uuid}/retry", status_code=202, summary="Retry a command")
@@ -324,6 +445,48 @@ class MeterDlms(Controller):
             raise NotFound(f"the head-end has not talked to meter {meter_id} yet")
         return CommunicationView.from_row(row)
 
+    @get("/dlms-capabilities", summary="DLMS profile, association view and read plan")
+    async def dlms_capabilities(
+        self, ctx: NamedDependency[RequestContext], meter_id: FromPath[UUID]
+    ) -> CapabilitiesView:
+        """The meter's DLMS profile, client, its model's association view and the read plan."""
+        _staff(ctx)
+        found = await capabilities(ctx.container.dlms, ctx.container.dlms_profiles, meter_id)
+        if found is None:
+            raise NotFound(f"no meter with id {meter_id}")
+        return found
+
+    @get("/collection", summary="Collection tasks and how each last ran")
+    async def collection(
+        self, ctx: NamedDependency[RequestContext], meter_id: FromPath[UUID]
+    ) -> list[CollectionTaskView]:
+        """Each collection task: status (OK, PARTIAL, FAILED), what failed, next run."""
+        _staff(ctx)
+        rows = await ctx.container.dlms.collection_tasks(meter_id)
+        return [CollectionTaskView.of(r) for r in rows]
+
+    @put("/dlms-profile", status_code=200, summary="Choose the meter's DLMS model profile")
+    async def set_dlms_profile(
+        self,
+        ctx: NamedDependency[RequestContext],
+        meter_id: FromPath[UUID],
+        data: JSONBody[ProfileBody],
+        idempotency_key: IdempotencyKey = None,
+    ) -> ProfileAssignmentView:
+        """Assign a loaded profile (``null``: chosen by model match, else the default)."""
+        command_ctx = ctx.command(idempotency_key)
+        catalogue = ctx.container.dlms_profiles
+        outcome = await anyio.to_thread.run_sync(
+            lambda: ctx.container.registry.assign_dlms_profile(
+                meter_id, data.profile, catalogue.names, command_ctx
+            )
+        )
+        spec = outcome.meter.spec
+        used = catalogue.resolve(data.profile, spec.manufacturer, spec.model, spec.firmware)
+        return ProfileAssignmentView(
+            meter_id=meter_id, profile=data.profile, effective_profile=used.name
+        )
+
     @put("/keys", status_code=200, summary="Set the meter's DLMS keys (admin)")
     async def set_keys(
         self,
@@ -359,3 +522,17 @@ class MeterDlms(Controller):
             )
         )
         return KeysView(meter_id=meter_id, key_version=change.key_version, changed=change.changed)
+
+
+class DlmsProfiles(Controller):
+    """The DLMS model profiles loaded by the head-end."""
+
+    path = "/api/v1/dlms"
+    tags = ["meter remote commands (DLMS)"]
+
+    @get("/profiles", summary="DLMS model profiles")
+    async def profiles(self, ctx: NamedDependency[RequestContext]) -> list[ProfileView]:
+        """Every loaded profile (built-in and HES_DLMS_PROFILE_DIR), the default marked."""
+        _staff(ctx)
+        catalogue = ctx.container.dlms_profiles
+        return [ProfileView.of(p, catalogue) for p in catalogue.profiles]

@@ -27,6 +27,9 @@ _STATUS = {
 CHALLENGE = 'Bearer realm="hes", ApiKey realm="hes"'
 
 PROBLEM = "application/problem+json"
+MAX_NESTING_HINT = "about 1,000"
+"""How deep the JSON decoders (msgspec, json) and the GraphQL parser go: Python's recursion
+limit, reached as ``RecursionError`` long before memory or time run short."""
 
 
 def problem(
@@ -97,6 +100,19 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     return problem(exc.status_code, code, exc.detail, headers=exc.headers)
 
 
+def too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Problem]:
+    """400 for input nested deeper than the parsers go (JSON bodies, GraphQL documents)."""
+    log.warning(
+        "refused %s %s: input nested too deeply (%s)", request.method, request.url.path, exc
+    )
+    return problem(
+        400,
+        "TOO_DEEP",
+        f"the request is nested more deeply than the {MAX_NESTING_HINT} levels the API reads",
+        [ProblemField("body", "nesting", "nested too deeply")],
+    )
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """500 without internals; the log has the traceback under the correlation id."""
     correlation = request.headers.get("x-correlation-id", "-")
@@ -113,4 +129,5 @@ HANDLERS: ExceptionHandlersMap = {
     InvalidHeader: invalid_header,
     ValidationException: request_validation,
     HTTPException: http_error,
+    RecursionError: too_deep,
 }

@@ -59,7 +59,7 @@ class MeterImports(Controller):
         """Register every valid row; report each bad row by line, field and reason."""
         command_ctx = ctx.command(None)
         content = await data.data.read()
-        batch = ctx.container.settings.import_batch_size
+        batch = ctx.container.settings.api.import_batch_size
         report = await anyio.to_thread.run_sync(
             lambda: import_meters(
                 ctx.container.registry,
@@ -67,10 +67,15 @@ class MeterImports(Controller):
                 command_ctx,
                 batch_size=batch,
                 default_region=region,
+                sims=ctx.container.sims,
             )
         )
         if report.last_position is not None:
             await ctx.container.meters.wait_for(
-                report.last_position, ctx.container.settings.projection_wait_seconds
+                report.last_position, ctx.container.settings.api.projection_wait_seconds
+            )
+        if report.sims_position is not None:
+            await ctx.container.sim_queries.wait_for(
+                report.sims_position, ctx.container.settings.api.projection_wait_seconds
             )
         return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ REGISTER = """
 mutation($serial: String!) {
   registerMeter(input: {serial: $serial, manufacturer: "Kamstrup", model: "Omnipower",
     firmware: "3.1", phases: 3, region: "West", area: "W-2",
-    connection: {host: "10.20.30.40", port: 4059, transport: WRAPPER}}) {
+    connection: {host: "127.20.30.40", port: 4059, transport: WRAPPER}}) {
     __typename ... on Meter { id serial status }
   }
 }
@@ -56,11 +58,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path, seconds: float = 60) -> None:
+    """Wait until the `hes up` at ``base`` is ready; fail with its log if it dies or is late."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
 def _hes(env: dict[str, str], *args: str) -> list[str]:
     return [sys.executable, "-m", "hes.cli", *args]
 
 
-def _run_up_and_use_it(env: dict[str, str]) -> None:
+def _run_up_and_use_it(
+    env: dict[str, str], also: Callable[[dict[str, str], str], None] | None = None
+) -> None:
+    """Start `hes up`, register and list a meter over HTTP, then run ``also(env, serial)``."""
     port = int(env["HES_PORT"])
     base = f"http://127.0.0.1:{port}"
     log = Path(env["HES_DATA_DIR"]) / "up.log"
@@ -68,16 +87,7 @@ def _run_up_and_use_it(env: dict[str, str]) -> None:
     with log.open("wb") as out:
         proc = subprocess.Popen(_hes(env, "up"), env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_ready(proc, base, log)
 
         token = subprocess.run(
             _hes(env, "token", "--role", "operator", "--subject", "e2e"),
@@ -110,6 +120,8 @@ def _run_up_and_use_it(env: dict[str, str]) -> None:
         assert httpx.get(f"{base}/schema/openapi.json").status_code == 200
         banner = log.read_text()
         assert f"GraphQL    {base}/graphql" in banner
+        if also is not None:
+            also(env, serial)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -120,9 +132,10 @@ def _run_up_and_use_it(env: dict[str, str]) -> None:
     assert proc.returncode in (0, 130, -signal.SIGINT), log.read_text()
 
 
-def test_up_with_configured_servers(services: Services, tmp_path: Path) -> None:
-    schema = f"e_{uuid.uuid4().hex[:8]}"
-    env = {
+def configured_env(services: Services, tmp_path: Path, prefix: str = "e") -> dict[str, str]:
+    """Environment of a `hes up` on the run's servers, with a schema and free ports of its own."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "HES_DATABASE_URL": services.database_url,
@@ -130,13 +143,34 @@ def test_up_with_configured_servers(services: Services, tmp_path: Path) -> None:
         "HES_DB_SCHEMA": schema,
         "HES_NATS_PREFIX": schema.upper() + "_",
         "HES_PORT": str(_free_port()),
+        "HES_DLMS_PUSH_PORT": str(_free_port()),
         "HES_DATA_DIR": str(tmp_path / "data"),
         "HES_LOG_LEVEL": "WARNING",
     }
+
+
+def test_up_with_configured_servers(services: Services, tmp_path: Path) -> None:
+    env = configured_env(services, tmp_path)
+    schema = env["HES_DB_SCHEMA"]
     try:
         _run_up_and_use_it(env)
     finally:
         _drop(services, schema)
+
+
+def _commands_attach_to_the_embedded_servers(env: dict[str, str], serial: str) -> None:
+    """`hes events tail` (which never starts servers) finds the embedded NATS of `hes up`."""
+    tail = subprocess.run(
+        _hes(env, "events", "tail", "--filter", "meter.Registered", "--limit", "1"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tail.returncode == 0, tail.stderr
+    event = json.loads(tail.stdout.splitlines()[0])
+    # v2 since a connection's client address may be null (the meter's DLMS profile gives it)
+    assert event["type"] == "hes.meter.Registered.v2" and event["data"]["spec"]["serial"] == serial
 
 
 def test_up_with_nothing_but_python(tmp_path: Path) -> None:
@@ -144,10 +178,11 @@ def test_up_with_nothing_but_python(tmp_path: Path) -> None:
     env.update(
         PYTHONPATH=str(ROOT),
         HES_PORT=str(_free_port()),
+        HES_DLMS_PUSH_PORT=str(_free_port()),
         HES_DATA_DIR=str(tmp_path / "hes-data"),
         HES_LOG_LEVEL="WARNING",
     )
-    _run_up_and_use_it(env)
+    _run_up_and_use_it(env, also=_commands_attach_to_the_embedded_servers)
     assert (tmp_path / "hes-data" / "jwt-secret").stat().st_mode & 0o077 == 0
     # Everything it started has stopped with it.
     pg_pid = tmp_path / "hes-data" / "postgres" / "postmaster.pid"
@@ -182,6 +217,7 @@ def test_telemetry_flows_live_and_into_queries(services: Services, tmp_path: Pat
         "HES_DB_SCHEMA": schema,
         "HES_NATS_PREFIX": schema.upper() + "_",
         "HES_PORT": str(port),
+        "HES_DLMS_PUSH_PORT": str(_free_port()),
         "HES_DATA_DIR": str(tmp_path / "data"),
         "HES_LOG_LEVEL": "WARNING",
     }

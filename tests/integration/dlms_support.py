@@ -11,17 +11,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-import msgspec
 import psycopg
 from psycopg import sql
 
 from adapters.dlms.simulator import simulated_keys
+from bootstrap.dlms_keys import key_service
 from commands.context import SYSTEM, CommandContext
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.meter_keys import MeterKeys
-from domain.values import ConnectionProfile, MeterSpec, SecurityLevel, Transport
-from hes.dlms_keys import key_service
-from hes.settings import Settings
+from domain.values import ConnectionProfile, Location, MeterSpec, SecurityLevel, Transport
 from tests.conftest import new_serial
 
 T = TypeVar("T")
@@ -35,7 +34,7 @@ def dlms_settings(settings: Settings) -> Settings:
     Reading older profile intervals would create readings partitions that other tests of the
     session expect not to exist yet (``test_partitions_are_created_on_demand``: 3 days back).
     """
-    return msgspec.structs.replace(settings, dlms_profile_days=2)
+    return settings.replace(dlms_profile_days=2)
 
 
 def free_ports(count: int) -> int:
@@ -57,17 +56,21 @@ def free_ports(count: int) -> int:
     raise RuntimeError("no free port range")
 
 
+_OF_LEVEL = -1
+
+
 def profile(
     port: int,
     transport: Transport = Transport.WRAPPER,
     security: SecurityLevel = SecurityLevel.NONE,
+    client: int | None = _OF_LEVEL,
 ) -> ConnectionProfile:
-    """How to reach a simulated meter on ``port``."""
+    """How to reach a simulated meter on ``port`` (``client`` None: the DLMS profile's)."""
     return ConnectionProfile(
         host="127.0.0.1",
         port=port,
         transport=transport,
-        client_address=CLIENT_OF[security],
+        client_address=CLIENT_OF[security] if client == _OF_LEVEL else client,
         server_address=1,
         physical_address=17 if transport is Transport.HDLC else None,
         security=security,
@@ -81,12 +84,14 @@ def register(
     serial: str | None = None,
     area: str = "DLMS Test",
     phases: int = 3,
+    manufacturer: str = "HES",
+    model: str = "Simulated",
 ) -> UUID:
     """Register a meter; return its id."""
     spec = MeterSpec(
         serial=serial or new_serial("DLMS"),
-        manufacturer="HES",
-        model="Simulated",
+        manufacturer=manufacturer,
+        model=model,
         firmware="1.0",
         phases=phases,
         region="North",
@@ -94,6 +99,27 @@ def register(
         connection=connection,
     )
     return registry.register_meter(spec, ADMIN).meter.id
+
+
+def commission(registry: MeterRegistry, *meters: UUID) -> None:
+    """Record the meters as installed (the scheduler collects commissioned meters only)."""
+    for meter in meters:
+        registry.commission_meter(meter, Location(address="1 Test Lane"), None, ADMIN)
+
+
+async def meters_status(settings: Settings, status: str, *meters: UUID) -> None:
+    """Wait until the meters read model shows every one of ``meters`` with ``status``."""
+
+    async def check() -> bool:
+        shown = await scalar(
+            settings,
+            "SELECT count(*) FROM {s}.meters WHERE id = ANY(%s) AND status = %s",
+            list(meters),
+            status,
+        )
+        return bool(shown == len(meters))
+
+    await eventually(check)
 
 
 def set_simulated_keys(
@@ -130,10 +156,10 @@ async def scalar(settings: Settings, query: str, *params: Any) -> Any:
 
 
 def _scalar(settings: Settings, query: str, *params: Any) -> Any:
-    assert settings.database_url is not None
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    assert settings.database.url is not None
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
         row = conn.execute(
-            sql.SQL(query).format(s=sql.Identifier(settings.db_schema)),  # type: ignore[arg-type]
+            sql.SQL(query).format(s=sql.Identifier(settings.database.schema)),  # type: ignore[arg-type]
             params,
         ).fetchone()
     return None if row is None else row[0]

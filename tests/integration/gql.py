@@ -47,7 +47,7 @@ def meter_input(serial: str, **overrides: Any) -> dict[str, Any]:
         "phases": 3,
         "region": "North",
         "area": "N-01",
-        "connection": {"host": "10.1.2.3", "port": 4059, "transport": "WRAPPER"},
+        "connection": {"host": "127.1.2.3", "port": 4059, "transport": "WRAPPER"},
     }
     data.update(overrides)
     return data

@@ -26,7 +26,12 @@ def serve(app: Litestar) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws="websockets-sansio",
+            proxy_headers=False,  # as `hes up` runs it: forwarded headers are the app's call
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

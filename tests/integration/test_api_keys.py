@@ -13,8 +13,8 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from commands.context import Role
+from config.settings import Settings
 from hes.cli import app
-from hes.settings import Settings
 from tests.conftest import new_serial
 from tests.integration.gql import gql
 from tests.integration.test_cli import _env
@@ -44,15 +44,15 @@ TEMPLATE_OK = "/api/v1/commands/meters/register"
 
 
 def _events(settings: Settings, prefix: str) -> list[str]:
-    assert settings.database_url
+    assert settings.database.url
     from domain.api_key import api_key_id
 
-    with psycopg.connect(settings.database_url) as conn:
+    with psycopg.connect(settings.database.url) as conn:
         rows = conn.execute(
             sql.SQL(
                 "SELECT topic, convert_from(state, 'UTF8') FROM {} WHERE originator_id = %s"
                 " ORDER BY originator_version"
-            ).format(sql.Identifier(settings.db_schema, "api_keys_events")),
+            ).format(sql.Identifier(settings.database.schema, "api_keys_events")),
             (api_key_id(prefix),),
         ).fetchall()
     return [f"{topic} {state}" for topic, state in rows]
@@ -96,11 +96,11 @@ async def test_admin_creates_a_key_that_works_at_once_and_is_stored_hashed(
     # Stored: the digest only; the events name neither the secret nor its digest.
     secret = key.split("_", 2)[2]
     digest = hashlib.sha256(secret.encode()).digest()
-    assert settings.database_url
-    with psycopg.connect(settings.database_url) as conn:
+    assert settings.database.url
+    with psycopg.connect(settings.database.url) as conn:
         stored = conn.execute(
             sql.SQL("SELECT digest FROM {} WHERE prefix = %s").format(
-                sql.Identifier(settings.db_schema, "api_key_secrets")
+                sql.Identifier(settings.database.schema, "api_key_secrets")
             ),
             (info["prefix"],),
         ).fetchall()

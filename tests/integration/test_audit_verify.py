@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
+from bootstrap.migrate import migrate_database
 from commands.alerts import AlertDesk
 from commands.api_keys import ApiKeyRegistry
 from commands.audit_verify import (
@@ -28,18 +29,27 @@ from commands.audit_verify import (
     verify,
 )
 from commands.context import Actor, CommandContext, Role
+from commands.customers import CustomerBook
+from commands.fleet import FleetOperations
 from commands.meters import MeterRegistry
+from commands.operations import OperationsLog
+from commands.sims import SimInventory
 from commands.tariffs import TariffBook
+from config.settings import Settings
 from domain.alert import AlertType, Severity, series_id
 from domain.api_key import api_key_id
+from domain.campaign import CampaignKind, CampaignSpec, CohortFilter, CohortMember
+from domain.customer import CustomerType
 from domain.detection import AlertDecision, Verdict
+from domain.load_limit import LoadLimit
 from domain.meter import Meter
 from domain.pricing import TariffSpec
+from domain.projection_ledger import ProjectionLedger
+from domain.sim_rules import SimSpec, luhn_digit
 from domain.values import ConnectionProfile, Location, MeterSpec
 from hes.cli import app
-from hes.migrate import migrate_database
-from hes.settings import Settings
 from tests.conftest import JWT_SECRET, RUN_ID, new_serial
+from tests.integration.customer_support import customer_book, new_customer
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
@@ -65,12 +75,16 @@ class Store:
     tariffs: TariffBook
     alerts: AlertDesk
     api_keys: ApiKeyRegistry
+    operations: OperationsLog
+    sims: SimInventory
+    customers: CustomerBook
+    fleet: FleetOperations
     conn: psycopg.Connection[Any]
 
     @property
     def schema(self) -> str:
         """The store's schema name."""
-        return self.settings.db_schema
+        return self.settings.database.schema
 
     def table(self, log: str) -> sql.Identifier:
         """The log's event table."""
@@ -87,6 +101,10 @@ class Store:
             "tariffs": self.tariff,
             "alerts": self.alert,
             "api_keys": self.api_key,
+            "sims": self.sim,
+            "operations": self.ledger,
+            "customers": self.customer,
+            "fleet": self.campaign,
         }[log]
         return build(events)
 
@@ -100,7 +118,7 @@ class Store:
             phases=1,
             region="R",
             area="A",
-            connection=ConnectionProfile(host="10.1.1.1"),
+            connection=ConnectionProfile(host="127.1.1.1"),
         )
         meter = Meter.register(spec, ctx(1).meta("test"))
         if events > 1:
@@ -108,7 +126,7 @@ class Store:
         if events > 2:
             meter.assign_customer("ACC-2", ctx(3).meta("test"))
         if events > 3:
-            meter.change_connection_profile(ConnectionProfile(host="10.1.1.2"), ctx(4).meta("t"))
+            meter.change_connection_profile(ConnectionProfile(host="127.1.1.2"), ctx(4).meta("t"))
         self.registry.save(meter)
         return meter.id
 
@@ -156,6 +174,61 @@ class Store:
         _follow(steps, events)
         return api_key_id(prefix)
 
+    def sim(self, events: int = 4) -> UUID:
+        """A new SIM card with ``events`` events: added, activated, suspended, resumed."""
+        body = "8944" + uuid.uuid4().int.__str__()[:14]
+        iccid = body + luhn_digit(body)
+        spec = SimSpec(iccid=iccid, provider="Vodafone")
+        id_ = self.sims.add_sim(spec, ctx(1)).sim.id
+        steps: list[Callable[[CommandContext], object]] = [
+            lambda c: self.sims.activate_sim(iccid, None, c),
+            lambda c: self.sims.suspend_sim(iccid, "unpaid", c),
+            lambda c: self.sims.resume_sim(iccid, c),
+        ]
+        _follow(steps, events)
+        return id_
+
+    def ledger(self, events: int = 4) -> UUID:
+        """A new projection ledger with ``events`` events: opened, then positions skipped."""
+        ledger = ProjectionLedger.open(new_serial("proj"), ctx(1).meta("test"))
+        for version in range(2, events + 1):
+            ledger.skip(version, "meters", None, "t", "poison", ctx(version).meta("test"))
+        self.operations.save(ledger)
+        return ledger.id
+
+    def customer(self, events: int = 4) -> UUID:
+        """A new customer with ``events`` events: created, plan changed (twice), suspended."""
+        account = new_serial("VC")
+        new = new_customer(account)
+        id_ = self.customers.create_customer(new, ctx(1)).customer.id
+        steps: list[Callable[[CommandContext], object]] = [
+            lambda c: self.customers.change_plan(account, CustomerType.PUBLIC, "P2", c),
+            lambda c: self.customers.change_plan(account, CustomerType.PUBLIC, "P3", c),
+            lambda c: self.customers.suspend_account(account, "unpaid", c),
+        ]
+        _follow(steps, events)
+        return id_
+
+    def campaign(self, events: int = 4) -> UUID:
+        """A new load-limit campaign with ``events`` events: started, paused, resumed, paused."""
+        spec = CampaignSpec(
+            name="verify",
+            kind=CampaignKind.LOAD_LIMIT,
+            cohort=CohortFilter(region="R"),
+            load_limit=LoadLimit(threshold_normal_w=5000.0, threshold_emergency_w=2000.0),
+        )
+        member = CohortMember(
+            meter_id=uuid.uuid4(), serial=new_serial("VF"), manufacturer="Acme", model="V1"
+        )
+        id_ = self.fleet.start_campaign(spec, [member], ctx(1)).aggregate.id
+        steps: list[Callable[[CommandContext], object]] = [
+            lambda c: self.fleet.pause_campaign(id_, c),
+            lambda c: self.fleet.resume_campaign(id_, c),
+            lambda c: self.fleet.pause_campaign(id_, c),
+        ]
+        _follow(steps, events)
+        return id_
+
     def checkpoint(self, log: str) -> Checkpoint:
         """Checkpoint every log; the one taken of ``log``."""
         made = {c.log: c for c in create_checkpoint(self.conn, self.schema)}
@@ -165,27 +238,46 @@ class Store:
 @pytest.fixture
 def store(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A freshly migrated store with three meters, a tariff, an alert and an API key in it."""
-    settings = Settings(
+    settings = Settings.of(
         database_url=services.database_url,
         db_schema=f"v_{RUN_ID}_{uuid.uuid4().hex[:6]}",
         data_dir=tmp_path_factory.mktemp("verify"),
         jwt_secret=JWT_SECRET,
     )
     migrate_database(settings)
-    env = settings.eventsourcing_env()
+    env = settings.database.eventsourcing_env()
     registry, tariffs, alerts = MeterRegistry(env=env), TariffBook(env=env), AlertDesk(env=env)
     api_keys = ApiKeyRegistry(env=env)
+    operations = OperationsLog(env=env)
+    sims = SimInventory(env=env)
+    customers = customer_book(settings)
+    fleet = FleetOperations(env=env)
     with psycopg.connect(services.database_url, autocommit=True) as conn:
-        s = Store(settings, registry, tariffs, alerts, api_keys, conn)
+        s = Store(
+            settings, registry, tariffs, alerts, api_keys, operations, sims, customers, fleet, conn
+        )
         for _ in range(3):
             s.meter()
         s.tariff()
         s.alert()
         s.api_key()
+        s.ledger()
+        s.sim()
+        s.customer()
+        s.campaign()
         try:
             yield s
         finally:
-            for application in (registry, tariffs, alerts, api_keys):
+            for application in (
+                registry,
+                tariffs,
+                alerts,
+                api_keys,
+                operations,
+                sims,
+                customers,
+                fleet,
+            ):
                 application.close()
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(s.schema)))
 
@@ -217,20 +309,28 @@ def test_events_written_through_the_applications_are_chained(store: Store, log: 
 
 def test_intact_store_verifies_clean_with_totals_and_each_log(store: Store) -> None:
     first = create_checkpoint(store.conn, store.schema)
-    # 3 meters x 4 events; a tariff of 4; an alert of 4 and its series of 3; an API key of 4
+    # 3 meters x 4 events; a tariff of 4; an alert of 4 and its series of 3; an API key of 4;
+    # a SIM card of 4; a projection ledger of 4; a customer of 4; a campaign of 4
     assert [(c.log, c.position, c.events) for c in first] == [
         ("meters", 12, 12),
         ("tariffs", 4, 4),
         ("alerts", 7, 7),
         ("api_keys", 4, 4),
+        ("sims", 4, 4),
+        ("operations", 4, 4),
+        ("customers", 4, 4),
+        ("fleet", 4, 4),
     ]
     assert create_checkpoint(store.conn, store.schema) == []  # nothing new
     store.meter()
     store.alert(events=2)  # its series: 2 more events
     report = verify(store.conn, store.schema)
     assert report.intact, report.findings
-    assert (report.aggregates, report.events) == (4 + 1 + 4 + 1, 16 + 4 + 11 + 4)
-    assert (report.checkpoints, report.unanchored_events) == (4, 4 + 4)
+    assert (report.aggregates, report.events) == (
+        4 + 1 + 4 + 1 + 1 + 1 + 1 + 1,
+        16 + 4 + 11 + 4 + 4 + 4 + 4 + 4,
+    )
+    assert (report.checkpoints, report.unanchored_events) == (8, 4 + 4)
     assert [
         (p.log, p.table, p.aggregates, p.events, p.checkpointed_position, p.unanchored_events)
         for p in report.logs
@@ -239,6 +339,10 @@ def test_intact_store_verifies_clean_with_totals_and_each_log(store: Store) -> N
         ("tariffs", "tariffs_events", 1, 4, 4, 0),
         ("alerts", "alerts_events", 4, 11, 7, 4),
         ("api_keys", "api_keys_events", 1, 4, 4, 0),
+        ("sims", "sims_events", 1, 4, 4, 0),
+        ("operations", "operations_events", 1, 4, 4, 0),
+        ("customers", "customers_events", 1, 4, 4, 0),
+        ("fleet", "fleet_events", 1, 4, 4, 0),
     ]
     assert report.events_per_second > 0
     second = create_checkpoint(store.conn, store.schema)
@@ -283,7 +387,7 @@ def test_a_single_log_store_upgrades_with_its_checkpoints_and_anchors(store: Sto
     # Rebuild the applications: their prepared statements predate the dropped column.
     for application in (store.tariffs, store.alerts):
         application.close()
-    env = store.settings.eventsourcing_env()
+    env = store.settings.database.eventsourcing_env()
     store.tariffs, store.alerts = TariffBook(env=env), AlertDesk(env=env)
     store.tariff(events=2)  # written unchained, before the upgrade
 
@@ -303,10 +407,22 @@ def test_a_single_log_store_upgrades_with_its_checkpoints_and_anchors(store: Sto
         ("tariffs", 0, 6),
         ("alerts", 0, 7),
         ("api_keys", 0, 4),
+        ("sims", 0, 4),
+        ("operations", 0, 4),
+        ("customers", 0, 4),
+        ("fleet", 0, 4),
     ]
     store.alert()  # written through the trigger installed by the upgrade
     made = create_checkpoint(store.conn, store.schema)
-    assert [c.log for c in made] == ["tariffs", "alerts", "api_keys"]
+    assert [c.log for c in made] == [
+        "tariffs",
+        "alerts",
+        "api_keys",
+        "sims",
+        "operations",
+        "customers",
+        "fleet",
+    ]
     assert verify(store.conn, store.schema).intact
     result = CliRunner().invoke(app, ["audit", "verify", "--anchor", legacy], env=cli_env(store))
     assert result.exit_code == 0, result.output
@@ -445,17 +561,17 @@ def test_a_disabled_trigger_and_what_it_let_through_are_reported(store: Store) -
         ("alerts", "unchained", id_, 1),
         ("alerts", "unchained", series, 1),
     }
-    assert [p.intact for p in report.logs] == [True, True, False, True]
+    assert [p.intact for p in report.logs] == [True, True, False, True, True, True, True, True]
 
 
 def cli_env(store: Store) -> dict[str, str]:
     """Environment pointing the CLI at the store."""
     s = store.settings
     return {
-        "HES_DATABASE_URL": s.database_url or "",
-        "HES_DB_SCHEMA": s.db_schema,
+        "HES_DATABASE_URL": s.database.url or "",
+        "HES_DB_SCHEMA": s.database.schema,
         "HES_JWT_SECRET": JWT_SECRET,
-        "HES_DATA_DIR": str(s.data_dir),
+        "HES_DATA_DIR": str(s.runtime.data_dir),
     }
 
 
@@ -470,6 +586,10 @@ def test_cli_exit_codes(store: Store) -> None:
         ("tariffs", 4),
         ("alerts", 7),
         ("api_keys", 4),
+        ("sims", 4),
+        ("operations", 4),
+        ("customers", 4),
+        ("fleet", 4),
     ]
     assert all(len(c["digest"]) == 64 for c in checkpoints)
     anchors = [f"{c['log']}:{c['position']}:{c['digest']}" for c in checkpoints]
@@ -502,9 +622,18 @@ def test_cli_exit_codes(store: Store) -> None:
     assert {(f["log"], f["kind"], f["aggregate_id"], f["version"]) for f in body["findings"]} >= {
         ("alerts", "altered", str(id_[0]), 1)
     }
-    assert [p["intact"] for p in body["logs"]] == [True, True, False, True]
+    assert [p["intact"] for p in body["logs"]] == [True, True, False, True, True, True, True, True]
     shown = runner.invoke(app, ["audit", "verify"], env=env)
     assert shown.exit_code == 1 and "TAMPERED" in shown.stdout and "alerts" in shown.stdout
     for bad in ("12:zz", "readings:1:" + "0" * 64, "meters:12", "meters:x:" + "0" * 64):
         refused = runner.invoke(app, ["audit", "verify", "--anchor", bad], env=env)
         assert refused.exit_code == 2, (bad, refused.output)
+
+
+def test_verify_reports_its_progress_up_to_every_event(store: Store) -> None:
+    told: list[tuple[int, int]] = []
+    report = verify(
+        store.conn, store.schema, progress=lambda done, total: told.append((done, total))
+    )
+    assert told and told[-1] == (report.events, report.events)
+    assert [done for done, _ in told] == sorted(done for done, _ in told)

@@ -12,12 +12,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 
+from bootstrap.workers import SupervisedProjection
 from commands.context import SYSTEM, CommandContext, Role
 from commands.tariffs import TariffBook
+from config.settings import Settings
 from domain.meter import meter_id
 from domain.readings import MeterBatch, Reading, Source
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
 from projections.intervals import window_start
 from projections.reading_store import ReadingStore
 from tests.conftest import new_serial
@@ -38,7 +38,7 @@ async def test_energy_is_split_by_the_price_in_force(
     await gql(client, REGISTER, {"input": meter_input(serial, region=region)}, auth(Role.OPERATOR))
     assert (await create(client, auth, region, basePrice="0.2000"))["__typename"] == "Tariff"
     start = window_start(datetime.now(UTC), timedelta(minutes=15)) + timedelta(minutes=15)
-    book = TariffBook(env=settings.eventsourcing_env())
+    book = TariffBook(env=settings.database.eventsourcing_env())
     try:
         # 87 % load from the third window on: +20 % → 0.24 per kWh.
         outcome = await asyncio.to_thread(
@@ -60,14 +60,14 @@ async def test_energy_is_split_by_the_price_in_force(
         Reading(quantity=1, ts=start + timedelta(minutes=5 * i), value=1000.0 + 100 * i)
         for i in range(12)
     ]
-    assert settings.database_url
+    assert settings.database.url
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.database_url, open=False, kwargs={"autocommit": True}
+        settings.database.url, open=False, kwargs={"autocommit": True}
     )
     await pool.open()
     try:
         async with pool.connection() as conn:
-            await ReadingStore(settings.db_schema, 1e7).write(
+            await ReadingStore(settings.database.schema, 1e7).write(
                 conn,
                 [
                     MeterBatch(

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.postgres_store import PostgresStore
 from commands.meters import MeterRegistry
-from hes.settings import Settings
+from config.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def test_a_burst_grows_the_pool_to_its_cap_and_idle_connections_are_closed_again(
     settings: Settings,
 ) -> None:
-    app = MeterRegistry(env=settings.eventsourcing_env() | {"POSTGRES_MAX_IDLE": "0.3"})
+    app = MeterRegistry(env=settings.database.eventsourcing_env() | {"POSTGRES_MAX_IDLE": "0.3"})
     try:
         assert isinstance(app.factory, PostgresStore)
         datastore = app.factory.datastore

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from adapters.window_counters import RedisWindowCounter
 from api.dangerous import DangerousCommands, DangerousRateLimited
 from commands.context import Actor, Role
-from hes.settings import Settings
+from config.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.integration
 async def test_replicas_racing_for_the_last_slots_admit_exactly_the_limit(
     settings: Settings,
 ) -> None:
-    assert settings.redis_url, "the test services include Redis"
-    redis = Redis.from_url(settings.redis_url)
-    namespace = f"hes:{settings.db_schema}:dangerous-race-{uuid.uuid4().hex[:6]}"
+    assert settings.api.redis_url, "the test services include Redis"
+    redis = Redis.from_url(settings.api.redis_url)
+    namespace = f"hes:{settings.database.schema}:dangerous-race-{uuid.uuid4().hex[:6]}"
     replicas = [
         DangerousCommands(RedisWindowCounter(redis, namespace), bulk_threshold=1, per_hour=5)
         for _ in range(3)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from bootstrap.applications import meter_registry
+from bootstrap.migrate import migrate_database
 from commands.alerts import AlertDesk
 from commands.context import SYSTEM, CommandContext
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.alert import AlertStatus
 from domain.detection import (
     WINDOW,
@@ -29,9 +32,7 @@ from domain.detection import (
 from domain.meter_events import STANDARD_LOG, LogEntry
 from domain.obis import POWER_IMPORT
 from domain.values import ConnectionProfile, MeterSpec
-from hes.migrate import migrate_database
-from hes.settings import Settings
-from projections.detectors import DetectorReport, Detectors
+from processes.detectors import DetectorReport, Detectors
 from projections.partitions import ensure_partitions
 from tests.conftest import new_serial
 
@@ -41,18 +42,18 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def det_settings(settings: Settings) -> Iterator[Settings]:
     """A schema of its own, so the session's reading workers' detectors cannot race these tests."""
-    own = msgspec.structs.replace(settings, db_schema=f"{settings.db_schema}_det")
+    own = settings.replace(db_schema=f"{settings.database.schema}_det")
     migrate_database(own)
     yield own
-    assert own.database_url is not None
-    with psycopg.connect(own.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(own.db_schema)))
+    assert own.database.url is not None
+    with psycopg.connect(own.database.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(own.database.schema)))
 
 
 @pytest.fixture(scope="module")
 def desk(det_settings: Settings) -> Iterator[AlertDesk]:
     """The alerts write side of the detectors' schema."""
-    app = AlertDesk(env=det_settings.eventsourcing_env())
+    app = AlertDesk(env=det_settings.database.eventsourcing_env())
     yield app
     app.close()
 
@@ -62,11 +63,20 @@ async def detectors(
     det_settings: Settings, desk: AlertDesk
 ) -> AsyncIterator[tuple[Detectors, AsyncConnectionPool[Any]]]:
     """Detectors on the schema, with the pool they read through."""
-    assert det_settings.database_url is not None
+    assert det_settings.database.url is not None
     async with AsyncConnectionPool(
-        det_settings.database_url, min_size=1, max_size=2, kwargs={"autocommit": True}
+        det_settings.database.url, min_size=1, max_size=2, kwargs={"autocommit": True}
     ) as pool:
-        yield Detectors(det_settings, pool, desk), pool
+        yield (
+            Detectors(
+                det_settings.database,
+                det_settings.detectors,
+                pool,
+                desk,
+                functools.partial(meter_registry, det_settings.database),
+            ),
+            pool,
+        )
 
 
 def _q(schema: str, text: str) -> sql.Composed:
@@ -116,7 +126,7 @@ async def test_overload_raises_once_recurs_per_new_window_and_clears(
     detectors: tuple[Detectors, AsyncConnectionPool[Any]], desk: AlertDesk, det_settings: Settings
 ) -> None:
     det, pool = detectors
-    schema = det_settings.db_schema
+    schema = det_settings.database.schema
     region = f"OV-{uuid.uuid4().hex[:6]}"
     now = bucket_start(datetime.now(UTC)) + timedelta(minutes=7)
     current = bucket_start(now)
@@ -159,7 +169,7 @@ async def test_silent_meter_goes_offline_and_its_next_reading_resolves(
     detectors: tuple[Detectors, AsyncConnectionPool[Any]], desk: AlertDesk, det_settings: Settings
 ) -> None:
     det, pool = detectors
-    schema = det_settings.db_schema
+    schema = det_settings.database.schema
     meter, catching_up = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
     old = now - timedelta(minutes=50)
@@ -207,7 +217,7 @@ async def test_consumption_spike_against_own_baseline_raises_anomaly(
     detectors: tuple[Detectors, AsyncConnectionPool[Any]], desk: AlertDesk, det_settings: Settings
 ) -> None:
     det, pool = detectors
-    schema = det_settings.db_schema
+    schema = det_settings.database.schema
     meter, steady = uuid.uuid4(), uuid.uuid4()
     slot = bucket_start(datetime.now(UTC)) - 2 * WINDOW
     past = [slot - timedelta(weeks=k) for k in range(1, 5)]
@@ -252,7 +262,7 @@ async def test_meter_event_log_raises_tamper_and_outage_and_power_up_clears(
     detectors: tuple[Detectors, AsyncConnectionPool[Any]], desk: AlertDesk, det_settings: Settings
 ) -> None:
     det, pool = detectors
-    registry = MeterRegistry(env=det_settings.eventsourcing_env())
+    registry = MeterRegistry(env=det_settings.database.eventsourcing_env())
     try:
         serial = new_serial("ME")
         spec = MeterSpec(
@@ -269,7 +279,7 @@ async def test_meter_event_log_raises_tamper_and_outage_and_power_up_clears(
         async with pool.connection() as conn:  # the meters read model the detector reads
             await conn.execute(
                 _q(
-                    det_settings.db_schema,
+                    det_settings.database.schema,
                     "INSERT INTO {schema}.meters (id, serial, manufacturer, model, firmware,"
                     " phases, region, area, status, connection, registered_at, updated_at,"
                     " version, events_applied) VALUES (%s, %s, 'Acme', 'M', '1', 1, 'EV', 'EV-1',"

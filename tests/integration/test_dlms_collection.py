@@ -11,20 +11,29 @@ from uuid import UUID
 import pytest
 
 from adapters.dlms.cosem import CLOCK, CLOCK_OBIS, LOAD_PROFILE
-from adapters.dlms.session import AssociationRefused, AttributeRef, CounterRejected, MeterSession
+from adapters.dlms.session import (
+    AssociationRefused,
+    AttributeRef,
+    CounterRejected,
+    MeterSession,
+    NotDialled,
+)
 from adapters.dlms.simulator import SimulatedFleet, start_simulated_meters
+from bootstrap.dlms_process import DlmsService
+from bootstrap.workers import SupervisedProjection
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.collection import Schedules, Task
 from domain.obis import BY_OBIS
 from domain.values import SecurityLevel, Transport
-from hes.dlms_process import DlmsService
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
 from tests.integration.dlms_support import (
+    ADMIN,
+    commission,
     dlms_settings,
     eventually,
     free_ports,
     meter_visible,
+    meters_status,
     profile,
     register,
     scalar,
@@ -41,7 +50,7 @@ VOLTAGE = BY_OBIS["1.0.32.7.0.255"].id
 @pytest.fixture(scope="module")
 def registry(settings: Settings) -> Iterator[MeterRegistry]:
     """The meter registry of the test schema."""
-    app = MeterRegistry(env=settings.eventsourcing_env())
+    app = MeterRegistry(env=settings.database.eventsourcing_env())
     yield app
     app.close()
 
@@ -116,15 +125,17 @@ async def test_registers_profile_and_event_log_reach_the_read_models(
         assert outcome[Task.EVENTS].ok
     # registers: every quantity of a three-phase meter, scaled (volts around 230)
     await eventually(lambda: _at_least(settings, meter, VOLTAGE, 1))
-    voltage = await scalar(
-        settings,
-        "SELECT value FROM {s}.readings WHERE meter_id = %s AND quantity = %s",
-        meter,
-        VOLTAGE,
+    first = (
+        "SELECT {c} FROM {{s}}.readings WHERE meter_id = %s AND quantity = %s ORDER BY ts LIMIT 1"
     )
-    assert 180 < voltage < 260
+    voltage = await scalar(settings, first.format(c="value"), meter, VOLTAGE)
+    read_at = await scalar(settings, first.format(c="ts"), meter, VOLTAGE)
+    if fleet.meter(index).model.in_outage(read_at.timestamp()):
+        assert voltage == 0.0  # the simulated supply happened to be down at that minute
+    else:
+        assert 180 < voltage < 260
     # load profile: the configured days of 15-minute intervals, on the grid
-    expected = service.settings.dlms_profile_days * 96 - 8
+    expected = service.settings.dlms.profile_days * 96 - 8
     await eventually(lambda: _at_least(settings, meter, E_IMPORT, expected))
     off_grid = await scalar(
         settings,
@@ -278,7 +289,8 @@ async def test_scheduler_collects_due_meters_and_plans_the_next_run(
     area = "Scheduled Zone"
     meter = register(registry, profile(fleet.ports[1], Transport.HDLC), area=area)
     unreachable = register(registry, profile(free_ports(1)), area=area)
-    await meter_visible(settings, unreachable)
+    commission(registry, meter, unreachable)
+    await meters_status(settings, "COMMISSIONED", meter, unreachable)
     scheduler = service.scheduler()
     scheduler.schedules = Schedules(groups={area: {Task.REGISTERS: 300.0}})
     await scheduler.store.sync_tasks()
@@ -324,7 +336,7 @@ async def test_scheduler_collects_due_meters_and_plans_the_next_run(
     attempts = await scalar(
         settings, "SELECT attempts FROM {s}.dlms_comm_stats WHERE meter_id = %s", unreachable
     )
-    assert attempts == settings.dlms_retries + 1
+    assert attempts == settings.dlms.retries + 1
 
 
 async def test_one_session_per_meter_at_a_time_but_meters_in_parallel(
@@ -360,3 +372,52 @@ async def test_one_session_per_meter_at_a_time_but_meters_in_parallel(
 
     assert most == {first: 1, second: 1}
     assert overlap == 2  # the two meters did run at the same time
+
+
+async def test_only_commissioned_dialled_meters_get_collection_tasks(
+    settings: Settings,
+    projection: SupervisedProjection,
+    registry: MeterRegistry,
+    service: DlmsService,
+) -> None:
+    """Registered (not installed), NONE (push/HTTP only) and decommissioned meters: no tasks."""
+    port = free_ports(1)
+    collected = register(registry, profile(port))
+    registered = register(registry, profile(port))
+    never_dialled = register(registry, profile(port, Transport.NONE))
+    retired = register(registry, profile(port))
+    commission(registry, collected, never_dialled, retired)
+    registry.decommission_meter(retired, "removed from site", ADMIN)
+    await meters_status(settings, "COMMISSIONED", collected, never_dialled)
+    await meters_status(settings, "DECOMMISSIONED", retired)
+    await meters_status(settings, "REGISTERED", registered)
+    await service.store.sync_tasks()
+
+    async def tasks(meter: UUID) -> int:
+        return int(
+            await scalar(
+                settings,
+                "SELECT count(*) FROM {s}.dlms_collection_tasks WHERE meter_id = %s",
+                meter,
+            )
+        )
+
+    assert await tasks(collected) == len(Task)
+    assert [await tasks(m) for m in (registered, never_dialled, retired)] == [0, 0, 0]
+    # A meter that changes to NONE loses its tasks at the next sync; and nothing dials it.
+    registry.change_connection_profile(collected, profile(port, Transport.NONE), ADMIN)
+
+    async def none_shown() -> bool:
+        transport = await scalar(
+            settings, "SELECT connection->>'transport' FROM {s}.meters WHERE id = %s", collected
+        )
+        return bool(transport == "NONE")
+
+    await eventually(none_shown)
+    await service.store.sync_tasks()
+    assert await tasks(collected) == 0
+    target = (await service.store.targets([never_dialled]))[never_dialled]
+    with pytest.raises(NotDialled, match="never dialled"):
+        await service.access.run(
+            target, lambda session: session.get(AttributeRef(CLOCK, CLOCK_OBIS, 2))
+        )

@@ -15,14 +15,14 @@ from typer.testing import CliRunner
 
 from adapters.dlms.executor import CommandExecutor
 from adapters.dlms.simulator import SimulatedFleet, simulated_keys, start_simulated_meters
+from bootstrap.dlms_process import DlmsService
+from bootstrap.workers import SupervisedProjection
 from commands.context import Role
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.collection import Task
 from domain.values import SecurityLevel, Transport
 from hes.cli import app
-from hes.dlms_process import DlmsService
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
 from tests.integration.dlms_support import (
     ADMIN,
     dlms_settings,
@@ -75,7 +75,7 @@ ONE = (
 @pytest.fixture(scope="module")
 def registry(settings: Settings) -> Iterator[MeterRegistry]:
     """The meter registry of the test schema."""
-    app = MeterRegistry(env=settings.eventsourcing_env())
+    app = MeterRegistry(env=settings.database.eventsourcing_env())
     yield app
     app.close()
 
@@ -240,7 +240,7 @@ async def test_unreachable_meter_fails_cleanly_and_a_retry_succeeds(
         auth(Role.VIEWER),
     )
     communication = stats["data"]["meterCommunication"]
-    assert communication["attempts"] == settings.dlms_retries + 1
+    assert communication["attempts"] == settings.dlms.retries + 1
     assert communication["successRate"] == 0
     assert "no TCP connection" in communication["lastError"]
 
@@ -442,11 +442,11 @@ def test_key_import_cli_sets_keys_once_and_reports_bad_lines(
         f"{serial},has space,zz,,\n"
     )
     env = {
-        "HES_DATABASE_URL": settings.database_url or "",
-        "HES_NATS_URL": settings.nats_url or "",
-        "HES_DB_SCHEMA": settings.db_schema,
-        "HES_NATS_PREFIX": settings.nats_prefix,
-        "HES_DATA_DIR": str(settings.data_dir),
+        "HES_DATABASE_URL": settings.database.url or "",
+        "HES_NATS_URL": settings.nats.url or "",
+        "HES_DB_SCHEMA": settings.database.schema,
+        "HES_NATS_PREFIX": settings.nats.prefix,
+        "HES_DATA_DIR": str(settings.runtime.data_dir),
     }
     first = CliRunner().invoke(app, ["dlms", "keys", "import", str(csv)], env=env)
     assert first.exit_code == 1, first.output

@@ -18,16 +18,17 @@ import pytest
 
 from adapters.dlms import wrapper
 from adapters.dlms.cipher import SC_AUTHENTICATED_ENCRYPTED, cipher_apdu
+from adapters.dlms.link import WRAPPER_HEADER
 from adapters.dlms.push_layout import PushLayout
-from adapters.dlms.push_listener import PushListener, encode_notification
+from adapters.dlms.push_listener import PushListener, Received, encode_notification
 from adapters.dlms.simulator import simulated_keys
 from adapters.metrics import DLMS_PUSHES
+from bootstrap.dlms_process import DlmsService
+from bootstrap.workers import SupervisedProjection
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.obis import BY_OBIS
 from domain.values import SecurityLevel, Transport
-from hes.dlms_process import DlmsService
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
 from tests.integration.dlms_support import (
     dlms_settings,
     eventually,
@@ -46,7 +47,7 @@ SIM = "SIM0000042"  # the simulated meter whose keys and system title the cipher
 @pytest.fixture(scope="module")
 def registry(settings: Settings) -> Iterator[MeterRegistry]:
     """The meter registry of the test schema."""
-    app = MeterRegistry(env=settings.eventsourcing_env())
+    app = MeterRegistry(env=settings.database.eventsourcing_env())
     yield app
     app.close()
 
@@ -87,12 +88,12 @@ def push(name: str, values: tuple[int, int, int, int] = (1_000_000, 20, 2301, 51
     )
 
 
-def ciphered(ic: int, name: str = "HESPUSH00002") -> bytes:
-    """A wrapper frame with a notification ciphered with simulated meter SIM's keys and title.
+def ciphered(ic: int, name: str = "HESPUSH00002", sim: str = SIM) -> bytes:
+    """A wrapper frame with a notification ciphered with simulated meter ``sim``'s keys and title.
 
     Each counter value stamps its own minute (pushes of the same instant would be duplicates).
     """
-    keys = simulated_keys(SIM)
+    keys = simulated_keys(sim)
     at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=60 - ic)
     apdu = encode_notification(name, at, (2_000_000 + ic, 0, 2290, 100))
     return wrapper.encode(
@@ -123,10 +124,10 @@ async def stored(settings: Settings, meter: UUID) -> int:
 
 async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
     """Every dead-lettered push of this run."""
-    assert settings.nats_url
-    nc = await nats.connect(settings.nats_url)
+    assert settings.nats.url
+    nc = await nats.connect(settings.nats.url)
     sub = await nc.jetstream().subscribe(
-        f"{settings.nats_prefix.lower()}.hes.deadletter.readings.dlms_push", ordered_consumer=True
+        f"{settings.nats.prefix.lower()}.hes.deadletter.readings.dlms_push", ordered_consumer=True
     )
     found = []
     try:
@@ -220,6 +221,59 @@ async def test_pushes_are_accepted_or_rejected_counted_and_dead_lettered(
         )
         == 13
     )
+
+
+async def test_listeners_side_by_side_refuse_a_push_replayed_to_the_other(
+    settings: Settings,
+    projection: SupervisedProjection,
+    dlms_worker: SupervisedProjection,
+    reading_worker: WorkerThread,
+    registry: MeterRegistry,
+    listener: PushListener,
+) -> None:
+    hls = register(
+        registry, profile(4059, Transport.WRAPPER, SecurityLevel.HLS_GMAC), serial="PUSH00005"
+    )
+    sim = "SIM0000045"
+    version = set_simulated_keys(settings, registry, hls, sim, with_title=True)
+    await meter_visible(settings, hls, version)
+    other_service = DlmsService(dlms_settings(settings))
+    await other_service.open()
+    wired = other_service.listener
+    other = PushListener(wired.outlet, wired.dead_letters, wired.directory, "127.0.0.1", 0)
+    await other.start()
+    before = counted("replay")
+    try:
+
+        def frame(ic: int) -> Received:
+            return _received(ciphered(ic=ic, name="HESPUSH00005", sim=sim))
+
+        first = await listener.process([frame(30)])
+        replayed = await other.process([frame(30)])
+        older = await other.process([frame(29)])
+        newer = await other.process([frame(31)])
+        # The same push to both at once: exactly one of them takes it.
+        both = await asyncio.gather(listener.process([frame(32)]), other.process([frame(32)]))
+    finally:
+        await other_service.close()
+
+    assert first == (1, 0) and replayed == (0, 1) and older == (0, 1) and newer == (1, 0)
+    assert sorted(both) == [(0, 1), (1, 0)]
+    assert counted("replay") - before == 3
+    assert await eventually(lambda: _at_least(settings, hls, 12))
+    assert (
+        await scalar(
+            settings,
+            "SELECT server_last FROM {s}.dlms_invocation_counters WHERE meter_id = %s",
+            hls,
+        )
+        == 32
+    )
+
+
+def _received(frame: bytes) -> Received:
+    """One whole wrapper frame as the listener reads it off a socket."""
+    return Received("127.0.0.1:40000", frame[WRAPPER_HEADER.size :], datetime.now(UTC))
 
 
 async def _at_least(settings: Settings, meter: UUID, count: int) -> bool:

@@ -102,6 +102,11 @@ def test_bad_options_name_the_option(tmp_path: Path) -> None:
         app, ["simulate", "--dlms", "--base-port", "65535", "--meters", "5"], env=env
     )
     assert bad_port.exit_code == 2 and "--base-port" in bad_port.output
+    bad_behaviour = runner.invoke(
+        app, ["simulate", "--dlms", "--behaviour", "no-counter,grumpy"], env=env
+    )
+    assert bad_behaviour.exit_code == 2 and "--behaviour" in bad_behaviour.output
+    assert "grumpy" in bad_behaviour.output
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()

@@ -9,7 +9,7 @@ import nats
 import psycopg
 import pytest
 
-from hes.embedded import jetstream_available, start_nats, start_postgres
+from bootstrap.embedded import jetstream_available, start_nats, start_postgres
 
 pytestmark = pytest.mark.integration
 

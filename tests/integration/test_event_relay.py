@@ -30,13 +30,14 @@ from adapters.nats.cloudevents import decode_cloudevent, event_id
 from adapters.nats.event_relay import EventRelay
 from adapters.nats.streams import delete_streams
 from adapters.nats.subjects import event_filter
+from bootstrap.embedded import spawn_child
+from bootstrap.migrate import migrate
 from commands.context import SYSTEM, CommandContext
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.meter import Meter
 from domain.values import ConnectionProfile, Location, MeterSpec
 from hes.cli import app
-from hes.migrate import migrate
-from hes.settings import Settings
 from tests.conftest import RUN_ID, new_serial
 from tests.services import Services
 
@@ -47,7 +48,7 @@ EVENTS_PER_METER = 4
 
 
 def _isolated(services: Services, tag: str) -> Settings:
-    settings = Settings(
+    settings = Settings.of(
         database_url=services.database_url,
         nats_url=services.nats_url,
         db_schema=f"{tag}_{RUN_ID}",
@@ -58,13 +59,15 @@ def _isolated(services: Services, tag: str) -> Settings:
 
 
 def _drop(settings: Settings) -> None:
-    assert settings.database_url
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.db_schema)))
+    assert settings.database.url
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.database.schema))
+        )
 
     async def drop_streams() -> None:
-        nc = await nats.connect(settings.nats_url or "")
-        await delete_streams(nc.jetstream(), settings.nats_prefix)
+        nc = await nats.connect(settings.nats.url or "")
+        await delete_streams(nc.jetstream(), settings.nats.prefix)
         await nc.close()
 
     asyncio.run(drop_streams())
@@ -91,36 +94,36 @@ def _write_meters(registry: MeterRegistry, count: int, pause: float = 0.0) -> No
             phases=3,
             region="R",
             area="A",
-            connection=ConnectionProfile(host="10.9.9.9"),
+            connection=ConnectionProfile(host="127.9.9.9"),
         )
         meter = Meter.register(spec, meta)
         meter.commission(Location(address="x"), "ACC-1", meta)
         meter.assign_customer("ACC-2", meta)
-        meter.change_connection_profile(ConnectionProfile(host="10.9.9.10"), meta)
+        meter.change_connection_profile(ConnectionProfile(host="127.9.9.10"), meta)
         registry.save(meter)
 
 
 def _store(settings: Settings) -> list[tuple[int, str]]:
     """(position, CloudEvents id) of every recorded event, in position order."""
-    assert settings.database_url
-    with psycopg.connect(settings.database_url) as conn:
+    assert settings.database.url
+    with psycopg.connect(settings.database.url) as conn:
         rows = conn.execute(
             sql.SQL(
                 "SELECT notification_id, originator_id, originator_version "
                 "FROM {}.meters_events ORDER BY notification_id"
-            ).format(sql.Identifier(settings.db_schema))
+            ).format(sql.Identifier(settings.database.schema))
         ).fetchall()
     return [(int(n), str(event_id(UUID(str(o)), int(v)))) for n, o, v in rows]
 
 
 def _tracked(settings: Settings) -> int:
-    assert settings.database_url
-    with psycopg.connect(settings.database_url) as conn:
+    assert settings.database.url
+    with psycopg.connect(settings.database.url) as conn:
         row = conn.execute(
             sql.SQL(
                 "SELECT coalesce(max(notification_id), 0) FROM {}.event_relay_tracking "
                 "WHERE application_name = 'meters'"
-            ).format(sql.Identifier(settings.db_schema))
+            ).format(sql.Identifier(settings.database.schema))
         ).fetchone()
     assert row
     return int(row[0])
@@ -128,14 +131,14 @@ def _tracked(settings: Settings) -> int:
 
 async def _stream(settings: Settings) -> list[tuple[int, dict[str, Any], str, str]]:
     """(stream seq, CloudEvent, subject, Nats-Msg-Id) of every relayed event, in stream order."""
-    nc = await nats.connect(settings.nats_url or "")
+    nc = await nats.connect(settings.nats.url or "")
     try:
         js = nc.jetstream()
-        info = await js.stream_info(settings.stream("HES_EVENTS"))
+        info = await js.stream_info(settings.nats.stream("HES_EVENTS"))
         total = info.state.messages
         sub = await js.subscribe(
-            event_filter(settings.nats_prefix),
-            stream=settings.stream("HES_EVENTS"),
+            event_filter(settings.nats.prefix),
+            stream=settings.nats.stream("HES_EVENTS"),
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
         )
@@ -160,20 +163,20 @@ async def _stream(settings: Settings) -> list[tuple[int, dict[str, Any], str, st
 def _relay(nc: NatsClient, settings: Settings, **kwargs: Any) -> EventRelay:
     return EventRelay(
         nc,
-        settings.eventsourcing_env(),
+        settings.database.eventsourcing_env(),
         application_name="meters",
         source=settings.events_source,
-        prefix=settings.nats_prefix,
+        prefix=settings.nats.prefix,
         **kwargs,
     )
 
 
 async def test_relays_every_event_once_in_position_order(relay_settings: Settings) -> None:
     s = relay_settings
-    registry = MeterRegistry(env=s.eventsourcing_env())
+    registry = MeterRegistry(env=s.database.eventsourcing_env())
     await asyncio.to_thread(_write_meters, registry, 500)
     registry.close()
-    nc = await nats.connect(s.nats_url or "")
+    nc = await nats.connect(s.nats.url or "")
     relay = _relay(nc, s)
     started = time.perf_counter()
     relayed = await relay.relay_available()
@@ -191,18 +194,18 @@ async def test_relays_every_event_once_in_position_order(relay_settings: Setting
     assert [(ce["position"], ce["id"]) for _, ce, _, _ in stream] == store
     assert [msg_id for _, _, _, msg_id in stream] == [i for _, i in store]
     for _, ce, subject, _ in stream:
-        assert subject == f"{s.nats_prefix.lower()}.hes.events.meter.{ce['type'].split('.')[2]}"
-        assert ce["source"] == f"urn:hes:{s.db_schema}"
+        assert subject == f"{s.nats.prefix.lower()}.hes.events.meter.{ce['type'].split('.')[2]}"
+        assert ce["source"] == f"urn:hes:{s.database.schema}"
 
 
 async def test_crash_between_publish_and_tracking_is_deduplicated(
     relay_settings: Settings,
 ) -> None:
     s = relay_settings
-    registry = MeterRegistry(env=s.eventsourcing_env())
+    registry = MeterRegistry(env=s.database.eventsourcing_env())
     await asyncio.to_thread(_write_meters, registry, 25)
     registry.close()
-    nc = await nats.connect(s.nats_url or "")
+    nc = await nats.connect(s.nats.url or "")
     crashing = _relay(nc, s, page_size=60)
     before = _tracked(s)
 
@@ -227,7 +230,7 @@ async def test_crash_between_publish_and_tracking_is_deduplicated(
 
 async def test_relay_wakes_on_new_events(relay_settings: Settings) -> None:
     s = relay_settings
-    nc = await nats.connect(s.nats_url or "")
+    nc = await nats.connect(s.nats.url or "")
     relay = _relay(nc, s)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
@@ -236,8 +239,8 @@ async def test_relay_wakes_on_new_events(relay_settings: Settings) -> None:
     async def arrived(_msg: Msg) -> None:
         received.put_nowait(time.perf_counter())
 
-    sub = await nc.subscribe(event_filter(s.nats_prefix, "meter.Registered"), cb=arrived)
-    registry = MeterRegistry(env=s.eventsourcing_env())
+    sub = await nc.subscribe(event_filter(s.nats.prefix, "meter.Registered"), cb=arrived)
+    registry = MeterRegistry(env=s.database.eventsourcing_env())
     ctx = CommandContext(actor=SYSTEM)
     latencies = []
     try:
@@ -251,7 +254,7 @@ async def test_relay_wakes_on_new_events(relay_settings: Settings) -> None:
                 phases=1,
                 region="R",
                 area="A",
-                connection=ConnectionProfile(host="10.9.9.9"),
+                connection=ConnectionProfile(host="127.9.9.9"),
             )
             saved = time.perf_counter()
             await asyncio.to_thread(registry.register_meter, spec, ctx)
@@ -275,9 +278,9 @@ def test_tail_from_seq_prints_the_expected_lines(relay_settings: Settings) -> No
     stream = asyncio.run(_stream(s))
     assert len(stream) >= 10
     env = {
-        "HES_NATS_URL": s.nats_url or "",
-        "HES_NATS_PREFIX": s.nats_prefix,
-        "HES_DB_SCHEMA": s.db_schema,
+        "HES_NATS_URL": s.nats.url or "",
+        "HES_NATS_PREFIX": s.nats.prefix,
+        "HES_DB_SCHEMA": s.database.schema,
     }
     runner = CliRunner()
     result = runner.invoke(
@@ -300,14 +303,15 @@ def _relay_process(settings: Settings) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "HES_DATABASE_URL": settings.database_url or "",
-        "HES_NATS_URL": settings.nats_url or "",
-        "HES_DB_SCHEMA": settings.db_schema,
-        "HES_NATS_PREFIX": settings.nats_prefix,
+        "HES_DATABASE_URL": settings.database.url or "",
+        "HES_NATS_URL": settings.nats.url or "",
+        "HES_DB_SCHEMA": settings.database.schema,
+        "HES_NATS_PREFIX": settings.nats.prefix,
         "HES_LOG_LEVEL": "WARNING",
     }
-    return subprocess.Popen(
+    return spawn_child(
         [sys.executable, "-m", "hes.cli", "events", "relay"],
+        death_signal=signal.SIGTERM,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -315,12 +319,12 @@ def _relay_process(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 async def _durable_from_start(settings: Settings, expected: int) -> list[dict[str, Any]]:
-    nc = await nats.connect(settings.nats_url or "")
+    nc = await nats.connect(settings.nats.url or "")
     try:
         sub = await nc.jetstream().pull_subscribe(
-            event_filter(settings.nats_prefix, "meter.*"),
+            event_filter(settings.nats.prefix, "meter.*"),
             durable="billing",
-            stream=settings.stream("HES_EVENTS"),
+            stream=settings.nats.stream("HES_EVENTS"),
             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT),
         )
         received: list[dict[str, Any]] = []
@@ -337,7 +341,7 @@ async def _durable_from_start(settings: Settings, expected: int) -> list[dict[st
 
 def test_relay_killed_repeatedly_delivers_each_event_once_in_order(services: Services) -> None:
     settings = _isolated(services, "rk")
-    registry = MeterRegistry(env=settings.eventsourcing_env())
+    registry = MeterRegistry(env=settings.database.eventsourcing_env())
     meters = 400
     writer = threading.Thread(target=_write_meters, args=(registry, meters, 0.02))
     rng = random.Random(11)
@@ -346,8 +350,18 @@ def test_relay_killed_repeatedly_delivers_each_event_once_in_order(services: Ser
         writer.start()
         deadline = time.monotonic() + 180
         while (writer.is_alive() or len(kills) < 6) and time.monotonic() < deadline:
+            before = _tracked(settings)
             process = _relay_process(settings)
-            time.sleep(rng.uniform(0.7, 1.5))
+            # Kill once it is relaying (a loaded machine may take seconds to start Python),
+            # at a random moment after that.
+            started = time.monotonic()
+            while (
+                _tracked(settings) == before
+                and writer.is_alive()
+                and time.monotonic() - started < 30
+            ):
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.6))
             process.send_signal(signal.SIGKILL)
             process.wait()
             store = _store(settings)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.auth import TokenService
+from bootstrap.container import Container
 from commands.context import Role
-from hes.container import Container
-from hes.settings import Settings
+from config.settings import Settings
 from tests.conftest import new_serial
 from tests.integration.gql import REGISTER, gql, meter_input
 
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.integration
 async def test_broken_read_model_and_store_are_masked(
     settings: Settings, tokens: TokenService, auth: Callable[..., dict[str, str]]
 ) -> None:
-    broken = msgspec.structs.replace(settings, db_schema="schema_that_does_not_exist")
+    broken = settings.replace(db_schema="schema_that_does_not_exist")
     app = create_app(Container(broken), tokens)
     async with AsyncTestClient(app=app) as client:
         listed = await gql(client, "{ meters { edges { cursor } } }", None, auth(Role.VIEWER))
@@ -44,7 +43,7 @@ async def test_broken_read_model_and_store_are_masked(
                 "phases": 1,
                 "region": "R",
                 "area": "A",
-                "connection": {"host": "10.0.0.1"},
+                "connection": {"host": "127.0.0.1"},
             },
             headers=auth(Role.OPERATOR),
         )

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from bootstrap.workers import SupervisedProjection
 from commands.alerts import AlertDesk
 from commands.context import SYSTEM, CommandContext, Role
+from config.settings import Settings
 from domain.alert import AlertType, Severity
 from domain.detection import AlertDecision, Verdict
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
 from tests.conftest import new_serial
+from tests.integration.customer_support import ensure_customers
 from tests.integration.gql import REGISTER, gql, meter_input
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,7 @@ def decision(
 @pytest.fixture(scope="module")
 def desk(settings: Settings) -> Any:
     """The alerts application of this run."""
-    app = AlertDesk(env=settings.eventsourcing_env())
+    app = AlertDesk(env=settings.database.eventsourcing_env())
     yield app
     app.close()
 
@@ -176,11 +177,16 @@ async def test_operator_acknowledges_and_resolves_viewer_may_not(
 
 
 async def test_customer_sees_only_alerts_of_own_meters(
-    client: Client, auth: Auth, desk: AlertDesk, alerts_worker: SupervisedProjection
+    client: Client,
+    auth: Auth,
+    desk: AlertDesk,
+    alerts_worker: SupervisedProjection,
+    settings: Settings,
 ) -> None:
     region = f"A-{uuid.uuid4().hex[:8]}"
     mine, theirs = new_serial(), new_serial()
     account_mine, account_theirs = f"C-{mine}", f"C-{theirs}"
+    ensure_customers(settings, account_mine, account_theirs)
     ids = {}
     for serial, account in [(mine, account_mine), (theirs, account_theirs)]:
         body = await gql(

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from bootstrap.relay import SupervisedRelay
+from bootstrap.workers import SupervisedProjection
 from commands.context import SYSTEM, CommandContext, Role
 from commands.tariffs import TariffBook
-from hes.relay import SupervisedRelay
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
+from config.settings import Settings
 from tests.conftest import new_serial
+from tests.integration.customer_support import ensure_customers
 from tests.integration.gql import REGISTER, gql, meter_input
 
 pytestmark = pytest.mark.integration
@@ -174,7 +175,7 @@ async def test_two_percent_rule_through_system_actor(
         {"thresholdPct": 90.0, "surchargePct": "35"},
     ]
     await create(client, auth, region, basePrice="1.0000", tiers=tiers)
-    book = TariffBook(env=settings.eventsourcing_env())
+    book = TariffBook(env=settings.database.eventsourcing_env())
     try:
         # A load price is dated by its window, so take windows after the tariff's creation.
         bucket = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
@@ -288,12 +289,13 @@ async def test_non_admin_mutations_are_forbidden(
 
 
 async def test_customer_sees_only_own_region(
-    client: Client, auth: Auth, tariffs_worker: SupervisedProjection
+    client: Client, auth: Auth, tariffs_worker: SupervisedProjection, settings: Settings
 ) -> None:
     mine, other = new_region(), new_region()
     await create(client, auth, mine)
     await create(client, auth, other)
     account = f"ACC-{uuid.uuid4().hex[:8]}"
+    ensure_customers(settings, account)
     registered = await gql(
         client,
         REGISTER,

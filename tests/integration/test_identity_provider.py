@@ -10,18 +10,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
-import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
+from bootstrap.container import Container
+from bootstrap.runtime import token_service
+from bootstrap.workers import SupervisedProjection
 from commands.context import Role
-from hes.container import Container
-from hes.runtime import token_service
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
+from config.settings import Settings
 
 pytestmark = pytest.mark.integration
 ISSUER = "https://idp.example/realms/grid"
@@ -70,8 +69,7 @@ def _token(**claims: Any) -> str:
 async def test_identity_provider_tokens_open_the_api_by_their_roles(
     settings: Settings, jwks_url: str, projection: SupervisedProjection
 ) -> None:
-    configured = msgspec.structs.replace(
-        settings,
+    configured = settings.replace(
         jwt_issuer=ISSUER,
         jwt_jwks_url=jwks_url,
         jwt_roles_claim="realm_access.roles",
@@ -103,7 +101,7 @@ async def test_identity_provider_tokens_open_the_api_by_their_roles(
 
 
 def test_settings_refuse_a_plain_http_jwks_url_off_localhost() -> None:
-    from hes.settings import SettingsError
+    from config.settings import SettingsError
 
     with pytest.raises(SettingsError, match="HES_JWT_JWKS_URL"):
         Settings.from_env({"HES_JWT_JWKS_URL": "http://idp.example/certs"})

@@ -11,13 +11,13 @@ import nats
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from bootstrap.workers import SupervisedProjection
 from commands.context import SYSTEM, CommandContext
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.meter import meter_id
 from domain.readings import MeterBatch, Reading, Source
 from domain.values import ConnectionProfile, MeterSpec
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
 from projections.interval_export import export_day, export_due, export_subject
 from projections.meters_queries import MeterQueries
 from projections.reading_store import ReadingStore
@@ -29,16 +29,16 @@ pytestmark = pytest.mark.integration
 async def test_day_export_publishes_each_meter_once(
     settings: Settings, projection: SupervisedProjection
 ) -> None:
-    assert settings.database_url and settings.nats_url
+    assert settings.database.url and settings.nats.url
     day = (datetime.now(UTC) - timedelta(days=2)).date()
     start = datetime.combine(day, datetime.min.time(), UTC)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.database_url, open=False, kwargs={"autocommit": True}
+        settings.database.url, open=False, kwargs={"autocommit": True}
     )
     await pool.open()
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(settings.nats.url)
     try:
-        registry = MeterRegistry(env=settings.eventsourcing_env())
+        registry = MeterRegistry(env=settings.database.eventsourcing_env())
         serials = [new_serial("X"), new_serial("X")]
         spec = MeterSpec(
             serial="x",
@@ -48,7 +48,7 @@ async def test_day_export_publishes_each_meter_once(
             phases=1,
             region="EXP",
             area="E",
-            connection=ConnectionProfile(host="10.0.0.9"),
+            connection=ConnectionProfile(host="127.0.0.9"),
         )
         _, position = registry.import_meters(
             [(msgspec.structs.replace(spec, serial=s), None) for s in serials],
@@ -56,7 +56,7 @@ async def test_day_export_publishes_each_meter_once(
         )
         registry.close()
         assert position is not None
-        assert await MeterQueries(pool, settings.db_schema).wait_for(position, 10)
+        assert await MeterQueries(pool, settings.database.schema).wait_for(position, 10)
         # Two meters reading their energy register every 15 minutes of that day.
         batches = [
             MeterBatch(
@@ -74,13 +74,13 @@ async def test_day_export_publishes_each_meter_once(
             for s in serials
         ]
         async with pool.connection() as conn:
-            await ReadingStore(settings.db_schema, 1e7).write(conn, batches)
+            await ReadingStore(settings.database.schema, 1e7).write(conn, batches)
 
         sub = await nc.jetstream().subscribe(
-            export_subject(settings.nats_prefix, day), ordered_consumer=True
+            export_subject(settings.nats.prefix, day), ordered_consumer=True
         )
-        report = await export_day(pool, nc, settings.db_schema, settings.nats_prefix, day)
-        again = await export_day(pool, nc, settings.db_schema, settings.nats_prefix, day)
+        report = await export_day(pool, nc, settings.database.schema, settings.nats.prefix, day)
+        again = await export_day(pool, nc, settings.database.schema, settings.nats.prefix, day)
         assert report.meters == again.meters >= 2
         received = []
         try:
@@ -96,7 +96,7 @@ async def test_day_export_publishes_each_meter_once(
         assert first[1]["quality"] == "valid" and first[1]["consumptionWh"] == 100.0
 
         due = await export_due(
-            pool, nc, settings.db_schema, settings.nats_prefix, now=datetime.now(UTC)
+            pool, nc, settings.database.schema, settings.nats.prefix, now=datetime.now(UTC)
         )
         assert day not in {r.day for r in due}  # already recorded in export_runs
     finally:

@@ -9,7 +9,7 @@ import nats
 import pytest
 
 from adapters.nats.closing import drain_or_close
-from hes.settings import Settings
+from config.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,8 @@ async def _proxy(target: tuple[str, int]) -> tuple[asyncio.Server, set[asyncio.S
 async def test_a_connection_whose_server_went_away_is_closed_without_error(
     settings: Settings,
 ) -> None:
-    assert settings.nats_url
-    host, port = settings.nats_url.removeprefix("nats://").split(":")
+    assert settings.nats.url
+    host, port = settings.nats.url.removeprefix("nats://").split(":")
     server, writers = await _proxy((host, int(port)))
     proxy_port = server.sockets[0].getsockname()[1]
     nc = await nats.connect(
@@ -60,7 +60,7 @@ async def test_a_connection_whose_server_went_away_is_closed_without_error(
 
 
 async def test_a_live_connection_is_drained(settings: Settings) -> None:
-    assert settings.nats_url
-    nc = await nats.connect(settings.nats_url)
+    assert settings.nats.url
+    nc = await nats.connect(settings.nats.url)
     await drain_or_close(nc)
     assert nc.is_closed

@@ -23,10 +23,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from adapters.nats.reading_consumer import ReadingConsumer
 from adapters.nats.reading_publisher import ReadingPublisher
 from adapters.nats.streams import ensure_streams
+from bootstrap.embedded import start_nats
+from config.settings import Settings
 from domain.errors import BackPressure
 from domain.readings import MeterBatch, Reading, Source, decode_batch
-from hes.embedded import start_nats
-from hes.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -76,11 +76,15 @@ async def _stored_batches(nc: NatsClient, stream: str, count: int) -> list[Meter
 
 async def test_nats_restart_while_publishing_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     server = await asyncio.to_thread(start_nats, tmp_path)
-    settings = Settings(nats_url=server.url, reading_partitions=PARTITIONS, reading_fetch_batch=100)
+    settings = Settings.of(
+        nats_url=server.url, reading_partitions=PARTITIONS, reading_fetch_batch=100
+    )
     nc = await _connect(server.url)
     try:
         await ensure_streams(nc.jetstream())
-        publisher = ReadingPublisher(nc, settings, ack_timeout=0.5, max_attempts=3, backoff=0.1)
+        publisher = ReadingPublisher(
+            nc, settings.nats, ack_timeout=0.5, max_attempts=3, backoff=0.1
+        )
         meters = [uuid.uuid4() for _ in range(PER_CALL)]
         calls = [
             ([batch(m, i) for m in meters], [n % PARTITIONS for n in range(PER_CALL)])
@@ -117,7 +121,9 @@ async def test_nats_restart_while_publishing_loses_and_duplicates_nothing(tmp_pa
             if set(handled) == expected:
                 all_handled.set()
 
-        consumer = ReadingConsumer(nc, settings, ack_wait=2.0, fetch_timeout=0.5, backoff=0.1)
+        consumer = ReadingConsumer(
+            nc, settings.nats, settings.readings, ack_wait=2.0, fetch_timeout=0.5, backoff=0.1
+        )
         stop = asyncio.Event()
         consuming = asyncio.create_task(consumer.run(handle, stop))
         producing = asyncio.create_task(produce())
@@ -141,9 +147,9 @@ async def test_nats_restart_while_publishing_loses_and_duplicates_nothing(tmp_pa
         assert publisher.stats.duplicates > 0, "re-sends after the freeze are acked as duplicates"
         assert refused > 0, "calls during the outage should have been refused with BackPressure"
 
-        info = await nc.jetstream().stream_info(settings.stream("READINGS"))
+        info = await nc.jetstream().stream_info(settings.nats.stream("READINGS"))
         assert info.state.messages == len(expected)
-        stored = await _stored_batches(nc, settings.stream("READINGS"), len(expected))
+        stored = await _stored_batches(nc, settings.nats.stream("READINGS"), len(expected))
         ids = Counter(b.message_id() for b in stored)
         assert set(ids) == expected
         assert set(ids.values()) == {1}, "a batch is stored once however often it was sent"

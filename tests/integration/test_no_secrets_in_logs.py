@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 
 from api.auth import TokenService
 from commands.context import Role
+from config.logs import JsonFormatter
+from config.settings import Settings
 from hes.cli import app
-from hes.logs import JsonFormatter
-from hes.settings import Settings
 from tests.conftest import JWT_SECRET, new_serial
 from tests.integration.gql import REGISTER, gql, meter_input
 from tests.integration.test_cli import _env
@@ -60,13 +60,13 @@ def captured() -> Iterator[io.StringIO]:
 
 
 def _event_states(settings: Settings) -> str:
-    assert settings.database_url
+    assert settings.database.url
     texts: list[str] = []
-    with psycopg.connect(settings.database_url) as conn:
+    with psycopg.connect(settings.database.url) as conn:
         for table in ("meters_events", "api_keys_events"):
             rows = conn.execute(
                 sql.SQL("SELECT convert_from(state, 'UTF8') FROM {}").format(
-                    sql.Identifier(settings.db_schema, table)
+                    sql.Identifier(settings.database.schema, table)
                 )
             ).fetchall()
             texts.extend(r[0] for r in rows)

@@ -29,28 +29,31 @@ from litestar.testing import AsyncTestClient
 from nats.aio.client import Client as NatsClient
 from prometheus_client import REGISTRY
 from psycopg import sql
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from adapters.nats.cloudevents import event_id
 from adapters.nats.event_relay import EventRelay
 from adapters.nats.streams import delete_streams
 from adapters.nats.subjects import event_filter
+from adapters.notify.secret_box import new_webhook_secret
 from api.app import create_app
 from api.auth import TokenService
+from bootstrap.connections import notifier_pool
+from bootstrap.container import Container
+from bootstrap.migrate import migrate
+from bootstrap.workers import SupervisedProjection
 from commands.alerts import AlertDesk
 from commands.context import SYSTEM, Actor, CommandContext, Role
 from commands.meters import MeterRegistry
 from commands.tariffs import TariffBook
+from config.settings import Settings
 from domain.alert import AlertType, Severity
 from domain.detection import AlertDecision, Verdict
 from domain.notifications import verify_signature
 from domain.pricing import TariffSpec
 from domain.values import ConnectionProfile, Location, MeterSpec
-from hes.container import Container
-from hes.migrate import migrate
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
-from projections.notifier import Notifier
-from tests.conftest import JWT_SECRET, RUN_ID, new_serial
+from processes.notifier import Notifier, secret_box
+from tests.conftest import JWT_SECRET, LOOPBACK_WEBHOOKS, RUN_ID, new_serial
 from tests.integration.gql import gql
 from tests.integration.notify_helpers import MailHandler, WebhookReceiver, eventually, smtp_server
 from tests.services import Services
@@ -123,7 +126,7 @@ def nsettings(
 ) -> Iterator[Settings]:
     """A schema and stream prefix of this module's own, with fast retries and SMTP."""
     controller, _ = mail
-    settings = Settings(
+    settings = Settings.of(
         database_url=services.database_url,
         nats_url=services.nats_url,
         db_schema=f"nt_{RUN_ID}",
@@ -136,16 +139,19 @@ def nsettings(
         smtp_host="127.0.0.1",
         smtp_port=int(controller.port),
         smtp_from="hes@grid.example",
+        **LOOPBACK_WEBHOOKS,
     )
     asyncio.run(migrate(settings))
     yield settings
-    assert settings.database_url
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.db_schema)))
+    assert settings.database.url
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.database.schema))
+        )
 
     async def drop_streams() -> None:
-        nc = await nats.connect(settings.nats_url or "")
-        await delete_streams(nc.jetstream(), settings.nats_prefix)
+        nc = await nats.connect(settings.nats.url or "")
+        await delete_streams(nc.jetstream(), settings.nats.prefix)
         await nc.close()
 
     asyncio.run(drop_streams())
@@ -162,7 +168,7 @@ class Apps(msgspec.Struct):
 @pytest.fixture(scope="module")
 def apps(nsettings: Settings) -> Iterator[Apps]:
     """AlertDesk, TariffBook and MeterRegistry on the module's schema."""
-    env = nsettings.eventsourcing_env()
+    env = nsettings.database.eventsourcing_env()
     made = Apps(
         alerts=AlertDesk(env=env), tariffs=TariffBook(env=env), meters=MeterRegistry(env=env)
     )
@@ -184,7 +190,7 @@ def meters_view(nsettings: Settings) -> Iterator[None]:
 @pytest.fixture(scope="module")
 async def nc(nsettings: Settings) -> AsyncIterator[NatsClient]:
     """A NATS connection for the module."""
-    client = await nats.connect(nsettings.nats_url or "")
+    client = await nats.connect(nsettings.nats.url or "")
     yield client
     await client.drain()
 
@@ -195,10 +201,10 @@ async def relays(nsettings: Settings, nc: NatsClient) -> AsyncIterator[list[Even
     made = [
         EventRelay(
             nc,
-            nsettings.eventsourcing_env(),
+            nsettings.database.eventsourcing_env(),
             application_name=name,
             source=nsettings.events_source,
-            prefix=nsettings.nats_prefix,
+            prefix=nsettings.nats.prefix,
         )
         for name in ("alerts", "tariffs")
     ]
@@ -219,7 +225,15 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 @pytest.fixture(scope="module")
 async def notifier(nsettings: Settings, nc: NatsClient) -> AsyncIterator[Notifier]:
     """The notifier, running in the test loop for the whole module."""
-    worker = Notifier(nsettings, nc, poll_interval=0.2)
+    worker = Notifier(
+        nsettings.database,
+        nsettings.nats,
+        nsettings.notifications,
+        nc,
+        notifier_pool(nsettings.database),
+        box=secret_box(nsettings.notifications, nsettings.runtime.data_dir),
+        poll_interval=0.2,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     yield worker
@@ -288,8 +302,8 @@ def create_tariff(book: TariffBook, region: str) -> UUID:
 
 async def deliveries_of(settings: Settings, subscription: str) -> list[dict[str, Any]]:
     """Delivery rows of a subscription with their attempts, oldest first."""
-    assert settings.database_url
-    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+    assert settings.database.url
+    async with await psycopg.AsyncConnection.connect(settings.database.url) as conn:
         cur = await conn.execute(
             sql.SQL(
                 "SELECT d.id, d.event_id, d.kind, d.status, d.attempts, "
@@ -302,7 +316,7 @@ async def deliveries_of(settings: Settings, subscription: str) -> list[dict[str,
                 "FROM {s}.notification_deliveries d "
                 "LEFT JOIN {s}.notification_attempts a ON a.delivery_id = d.id "
                 "WHERE d.subscription_id = %s GROUP BY d.id ORDER BY min(d.seq)"
-            ).format(s=sql.Identifier(settings.db_schema)),
+            ).format(s=sql.Identifier(settings.database.schema)),
             (UUID(subscription),),
         )
         names = [c.name for c in cur.description or []]
@@ -372,6 +386,13 @@ async def test_webhook_retried_with_backoff_until_it_succeeds(
         assert not verify_signature(
             "whsec_wrong", request.headers["x-hes-signature"], request.body, now=int(time.time())
         )
+        # Standard Webhooks, checked by that spec's own library (what receivers use).
+        assert request.headers["webhook-id"] == str(row["id"])
+        assert Webhook(secret).verify(request.body, dict(request.headers)) == json.loads(
+            request.body
+        )
+        with pytest.raises(WebhookVerificationError):
+            Webhook(new_webhook_secret()).verify(request.body, dict(request.headers))
     assert requests[0].body == requests[2].body  # a retry re-sends the same notification
     body = json.loads(requests[0].body)
     assert body["kind"] == "ALERT_RAISED"
@@ -543,20 +564,20 @@ async def test_preferences_and_role_visibility_decide_who_is_told(
         phases=1,
         region=region,
         area="A1",
-        connection=ConnectionProfile(host="10.0.0.1"),
+        connection=ConnectionProfile(host="127.0.0.1"),
     )
     meter = (await asyncio.to_thread(apps.meters.register_meter, spec, registrar)).meter.id
     await asyncio.to_thread(
         apps.meters.commission_meter, meter, Location(address="1 Main St"), account, registrar
     )
     stranger_meter = uuid.uuid4()
-    assert nsettings.database_url
+    assert nsettings.database.url
 
     async def meter_projected() -> bool:
-        async with await psycopg.AsyncConnection.connect(nsettings.database_url or "") as conn:
+        async with await psycopg.AsyncConnection.connect(nsettings.database.url or "") as conn:
             cur = await conn.execute(
                 sql.SQL("SELECT customer_account FROM {}.meters WHERE id = %s").format(
-                    sql.Identifier(nsettings.db_schema)
+                    sql.Identifier(nsettings.database.schema)
                 ),
                 (meter,),
             )
@@ -700,8 +721,8 @@ async def test_a_redelivered_batch_adds_no_delivery(
     # Read this alert's two messages back from the stream and feed them in again.
     js = nc.jetstream()
     ordered = await js.subscribe(
-        event_filter(nsettings.nats_prefix, "alert.>"),
-        stream=nsettings.stream("HES_EVENTS"),
+        event_filter(nsettings.nats.prefix, "alert.>"),
+        stream=nsettings.nats.stream("HES_EVENTS"),
         ordered_consumer=True,
     )
     payloads: list[bytes] = []
@@ -748,11 +769,11 @@ async def test_subscriptions_belong_to_their_owner_and_the_secret_is_shown_once(
     assert again["replayed"] and again["webhookSecret"] is None  # never shown twice
     assert again["subscription"]["id"] == sub_id
 
-    assert nsettings.database_url
-    async with await psycopg.AsyncConnection.connect(nsettings.database_url) as conn:
+    assert nsettings.database.url
+    async with await psycopg.AsyncConnection.connect(nsettings.database.url) as conn:
         cur = await conn.execute(
             sql.SQL("SELECT secret_sealed FROM {}.notification_subscriptions WHERE id = %s").format(
-                sql.Identifier(nsettings.db_schema)
+                sql.Identifier(nsettings.database.schema)
             ),
             (UUID(sub_id),),
         )
@@ -864,6 +885,30 @@ async def test_bad_subscriptions_are_refused_naming_field_and_rule(
     assert "errors" in unknown  # GraphQL's own enum check
     anonymous = await gql(api, LIST, {"all": False}, {})
     assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.CUSTOMER, Role.OPERATOR])
+async def test_webhooks_into_the_network_are_refused(
+    client: Client, auth: Auth, role: Role
+) -> None:
+    """Cloud metadata and private addresses, even over https, even with the test allow-list."""
+    headers = auth(role, subject=f"ssrf-{role.value}", customer="ACC-SSRF")
+    for url, kind in (
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://10.0.0.1/hook", "private"),
+    ):
+        body = await gql(
+            client,
+            CREATE,
+            {"input": {"channel": "WEBHOOK", "url": url, "kinds": ["ALERT_RAISED"]}},
+            headers,
+        )
+        result = body["data"]["createNotificationSubscription"]
+        assert result["__typename"] == "ValidationError", result
+        [field] = [f for f in result["fields"] if f["rule"] == "destination"]
+        assert field["field"] == "url" and kind in field["message"], result
+    listed = await gql(client, LIST, {"all": False}, headers)
+    assert listed["data"]["notificationSubscriptions"] == []
 
 
 async def test_email_is_refused_where_smtp_is_not_configured(client: Client, auth: Auth) -> None:

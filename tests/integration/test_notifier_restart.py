@@ -24,15 +24,16 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.nats.cloudevents import event_id
 from adapters.nats.event_relay import EventRelay
 from adapters.nats.streams import delete_streams
+from bootstrap.embedded import spawn_child
+from bootstrap.migrate import migrate
 from commands.context import SYSTEM, Actor, CommandContext, Role
+from commands.notification_subscriptions import NotificationSubscriptions
 from commands.tariffs import TariffBook
+from config.settings import Settings
 from domain.notifications import SubscriptionDraft
 from domain.pricing import TariffSpec
-from hes.migrate import migrate
-from hes.settings import Settings
-from projections.notification_subscriptions import NotificationSubscriptions
-from projections.notifier import secret_box
-from tests.conftest import RUN_ID
+from processes.notifier import secret_box
+from tests.conftest import LOOPBACK_WEBHOOKS, RUN_ID
 from tests.integration.notify_helpers import WebhookReceiver, eventually
 from tests.services import Services
 
@@ -47,7 +48,7 @@ SECOND_BATCH = 10
 @pytest.fixture(scope="module")
 def rsettings(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A schema and stream prefix of this module's own."""
-    settings = Settings(
+    settings = Settings.of(
         database_url=services.database_url,
         nats_url=services.nats_url,
         db_schema=f"nk_{RUN_ID}",
@@ -55,16 +56,19 @@ def rsettings(services: Services, tmp_path_factory: pytest.TempPathFactory) -> I
         data_dir=Path(tmp_path_factory.mktemp("restart")),
         notification_timeout_seconds=1.0,
         notification_backoff_seconds=0.2,
+        **LOOPBACK_WEBHOOKS,
     )
     asyncio.run(migrate(settings))
     yield settings
-    assert settings.database_url
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.db_schema)))
+    assert settings.database.url
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.database.schema))
+        )
 
     async def drop_streams() -> None:
-        nc = await nats.connect(settings.nats_url or "")
-        await delete_streams(nc.jetstream(), settings.nats_prefix)
+        nc = await nats.connect(settings.nats.url or "")
+        await delete_streams(nc.jetstream(), settings.nats.prefix)
         await nc.close()
 
     asyncio.run(drop_streams())
@@ -83,17 +87,20 @@ def start_notifier(settings: Settings) -> subprocess.Popen[bytes]:
     """``hes notifications run`` as a child process with the test's settings."""
     env = {
         **os.environ,
-        "HES_DATABASE_URL": settings.database_url or "",
-        "HES_NATS_URL": settings.nats_url or "",
-        "HES_DB_SCHEMA": settings.db_schema,
-        "HES_NATS_PREFIX": settings.nats_prefix,
-        "HES_DATA_DIR": str(settings.data_dir),
+        "HES_DATABASE_URL": settings.database.url or "",
+        "HES_NATS_URL": settings.nats.url or "",
+        "HES_DB_SCHEMA": settings.database.schema,
+        "HES_NATS_PREFIX": settings.nats.prefix,
+        "HES_DATA_DIR": str(settings.runtime.data_dir),
         "HES_NOTIFICATION_TIMEOUT_SECONDS": "1",
         "HES_NOTIFICATION_BACKOFF_SECONDS": "0.2",
+        "HES_WEBHOOK_HTTP_HOSTS": LOOPBACK_WEBHOOKS["webhook_http_hosts"],
+        "HES_WEBHOOK_ALLOWED_NETWORKS": LOOPBACK_WEBHOOKS["webhook_allowed_networks"],
     }
-    log = (settings.data_dir / "notifier.log").open("ab")
-    return subprocess.Popen(
+    log = (settings.runtime.data_dir / "notifier.log").open("ab")
+    return spawn_child(
         [sys.executable, "-m", "hes.cli", "notifications", "run"],
+        death_signal=signal.SIGTERM,
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -120,21 +127,26 @@ def overrides(book: TariffBook, count: int, start: int) -> list[UUID]:
 async def test_a_killed_notifier_loses_and_doubles_no_delivery(
     rsettings: Settings, receiver: WebhookReceiver
 ) -> None:
-    assert rsettings.database_url
-    book = TariffBook(env=rsettings.eventsourcing_env())
-    nc = await nats.connect(rsettings.nats_url or "")
+    assert rsettings.database.url
+    book = TariffBook(env=rsettings.database.eventsourcing_env())
+    nc = await nats.connect(rsettings.nats.url or "")
     relay = EventRelay(
         nc,
-        rsettings.eventsourcing_env(),
+        rsettings.database.eventsourcing_env(),
         application_name="tariffs",
         source=rsettings.events_source,
-        prefix=rsettings.nats_prefix,
+        prefix=rsettings.nats.prefix,
     )
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        rsettings.database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+        rsettings.database.url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
     )
     await pool.open()
-    store = NotificationSubscriptions(pool, rsettings.db_schema, secret_box(rsettings))
+    store = NotificationSubscriptions(
+        pool,
+        rsettings.database.schema,
+        secret_box(rsettings.notifications, rsettings.runtime.data_dir),
+        policy=rsettings.notifications.webhook_policy,
+    )
     owner = Actor(subject="ops", roles=frozenset({Role.OPERATOR}))
     subs = []
     for name in ("a", "b"):
@@ -178,7 +190,7 @@ async def test_a_killed_notifier_loses_and_doubles_no_delivery(
                         "SELECT count(*) FILTER (WHERE status = 'DELIVERED'), count(*), "
                         "count(DISTINCT (event_id, subscription_id)) "
                         "FROM {}.notification_deliveries"
-                    ).format(sql.Identifier(rsettings.db_schema))
+                    ).format(sql.Identifier(rsettings.database.schema))
                 )
                 row = await cur.fetchone()
             assert row is not None
@@ -201,13 +213,13 @@ async def test_a_killed_notifier_loses_and_doubles_no_delivery(
                 sql.SQL(
                     "SELECT count(*), count(*) FILTER (WHERE verdict = 'SUCCESS') "
                     "FROM {}.notification_attempts"
-                ).format(sql.Identifier(rsettings.db_schema))
+                ).format(sql.Identifier(rsettings.database.schema))
             )
             attempts = await cur.fetchone()
         assert attempts == (2 * len(events), 2 * len(events))
         child.send_signal(signal.SIGTERM)  # a clean stop: running sends finish first
         assert await asyncio.to_thread(child.wait, 30) == 0
-        log = (rsettings.data_dir / "notifier.log").read_text(errors="replace")
+        log = (rsettings.runtime.data_dir / "notifier.log").read_text(errors="replace")
         assert "Traceback" not in log, log[-3000:]
     finally:
         if child is not None and child.poll() is None:

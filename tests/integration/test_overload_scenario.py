@@ -24,14 +24,16 @@ from litestar.testing import AsyncTestClient
 from psycopg import sql
 
 from api.auth import TokenService
+from bootstrap.connections import notifier_pool
+from bootstrap.relay import SupervisedRelay
+from bootstrap.workers import SupervisedProjection
 from commands.context import Role
+from config.settings import Settings
 from domain.detection import WINDOW, bucket_start
 from domain.notifications import verify_signature
-from hes.relay import SupervisedRelay
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
-from projections.notifier import Notifier
+from processes.notifier import Notifier, secret_box
 from tests.conftest import ingest_headers, new_serial
+from tests.integration.customer_support import ensure_customers
 from tests.integration.gql import REGISTER, gql, meter_input
 from tests.integration.notify_helpers import WebhookReceiver
 from tests.integration.test_graphql_tariffs import create
@@ -99,8 +101,16 @@ async def wait_for_load(
 @pytest.fixture
 async def notifier(settings: Settings) -> AsyncIterator[Notifier]:
     """The notification worker on this run's schema and streams."""
-    nc = await nats.connect(settings.nats_url or "")
-    worker = Notifier(settings, nc, poll_interval=0.2)
+    nc = await nats.connect(settings.nats.url or "")
+    worker = Notifier(
+        settings.database,
+        settings.nats,
+        settings.notifications,
+        nc,
+        notifier_pool(settings.database),
+        box=secret_box(settings.notifications, settings.runtime.data_dir),
+        poll_interval=0.2,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     yield worker
@@ -149,16 +159,17 @@ async def test_region_past_85_percent_steps_price_raises_one_alert_worked_by_ope
     )
     secret = subscribed["data"]["createNotificationSubscription"]["webhookSecret"]
     assert secret, subscribed
-    assert settings.database_url
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    assert settings.database.url
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
         conn.execute(
             sql.SQL("INSERT INTO {} (region, capacity_w) VALUES (%s, %s)").format(
-                sql.Identifier(settings.db_schema, "region_capacity")
+                sql.Identifier(settings.database.schema, "region_capacity")
             ),
             (region, CAPACITY_KW * 1000),
         )
     assert (await create(client, auth, region, basePrice="0.2000"))["__typename"] == "Tariff"
     serials = [new_serial("OV") for _ in range(METERS)]
+    ensure_customers(settings, "C-OV")
     for i, serial in enumerate(serials):
         body = await gql(
             client, REGISTER, {"input": meter_input(serial, region=region)}, auth(Role.OPERATOR)

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from api.auth import TokenService
 from commands.context import Role
-from hes.settings import Settings
+from config.settings import Settings
 from tests.conftest import ingest_headers, new_serial
 from tests.integration.gql import REGISTER, gql, meter_input
 from tests.worker_thread import WorkerThread
@@ -155,7 +155,9 @@ async def test_http_batch_lands_in_read_models(
     )
     first = load["data"]["regionalLoad"][0]
     assert first["meters"] == 1 and first["powerKw"] == pytest.approx(3.0)  # avg of 2, 3, 4 kW
-    assert first["loadPct"] == pytest.approx(100 * 3.0 / settings.default_region_capacity_kw)
+    assert first["loadPct"] == pytest.approx(
+        100 * 3.0 / settings.readings.default_region_capacity_kw
+    )
 
     seen = await gql(
         client,
@@ -181,21 +183,22 @@ async def test_http_batch_lands_in_read_models(
     )
     assert again.json()["accepted"] == result["accepted"]
     await asyncio.sleep(1.0)
-    assert settings.database_url
-    with psycopg.connect(settings.database_url) as conn:
+    assert settings.database.url
+    with psycopg.connect(settings.database.url) as conn:
+        # Every 1-minute window as queries see it (stored, or derived from a coarser one).
         count = conn.execute(
-            sql.SQL("SELECT count(*), sum(count) FROM {}.readings_1m WHERE meter_id = %s").format(
-                sql.Identifier(settings.db_schema)
+            sql.SQL("SELECT count(*), sum(count) FROM {}.windows_1m WHERE meter_id = %s").format(
+                sql.Identifier(settings.database.schema)
             ),
             (meter,),
         ).fetchone()
     assert count == (29, 29)  # one row per quantity and minute, each counting one reading
 
     # Every rejection is in the dead-letter stream with its reason.
-    nc = await nats.connect(settings.nats_url or "")
+    nc = await nats.connect(settings.nats.url or "")
     js = nc.jetstream()
     sub = await js.subscribe(
-        f"{settings.nats_prefix.lower()}.hes.deadletter.readings.http", ordered_consumer=True
+        f"{settings.nats.prefix.lower()}.hes.deadletter.readings.http", ordered_consumer=True
     )
     reasons = []
     try:
@@ -207,6 +210,39 @@ async def test_http_batch_lands_in_read_models(
     await nc.close()
     mine = [r for r in reasons if r.get("serial") in (serial, "NO-SUCH-METER")]
     assert {r["rule"] for r in mine} >= {"range", "unknown-meter", "future"}
+
+
+async def test_fleet_readings_per_minute_is_the_last_complete_window_and_no_more(
+    client: Client,
+    auth: Auth,
+    tokens: TokenService,
+    reading_worker: WorkerThread,
+) -> None:
+    region = "RPM-" + new_serial("")[:6]
+    serial = new_serial("T")
+    meter = await register(client, auth, serial, region)
+    now = datetime.now(UTC)
+    window = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    last = window - timedelta(minutes=15)  # the last complete window
+    # 5 items x 6 readings = 30 in the last window, 3 items (18) in the one before, one in the
+    # running window: only the 30 count, as 30 / 15 = 2 per minute (the window before: 1).
+    times = [last + timedelta(minutes=3 * i) for i in range(5)]
+    times += [last - timedelta(minutes=5 * (i + 1)) for i in range(3)]
+    items = [gateway_item(serial, ts, 1.0, 1000.0 + n) for n, ts in enumerate(sorted(times))]
+    items.append(gateway_item(serial, min(now, window + timedelta(seconds=1)), 1.0, 2000.0))
+    posted = await client.post(
+        "/api/v1/telemetry/batch", content=json.dumps(items), headers=ingest_headers(tokens)
+    )
+    assert posted.status_code == 200 and posted.json()["rejected"] == 0, posted.text
+    await wait_for_readings(client, auth, meter, "voltage_l1", last - timedelta(minutes=45), 9)
+    fleet = await gql(
+        client,
+        "{ fleet { region readingsPerMinute readingsLastMinute } }",
+        None,
+        auth(Role.VIEWER),
+    )
+    mine = next(f for f in fleet["data"]["fleet"] if f["region"] == region)
+    assert mine == {"region": region, "readingsPerMinute": 2, "readingsLastMinute": 2}
 
 
 async def test_ingest_needs_the_ingest_scope_and_valid_json(
@@ -228,7 +264,7 @@ async def test_huge_batch_is_refused_whole(
     now = datetime.now(UTC) - timedelta(days=1)
     items = [
         gateway_item(serial, now + timedelta(seconds=i), 1.0, 1.0 + i)
-        for i in range(settings.max_batch_readings // 6 + 1)
+        for i in range(settings.readings.max_batch // 6 + 1)
     ]
     response = await client.post(
         "/telemetry/batch", content=json.dumps(items), headers=ingest_headers(tokens)
@@ -246,8 +282,8 @@ async def test_huge_batch_is_refused_whole(
 
 
 async def test_hot_queries_use_indexes(settings: Settings) -> None:
-    assert settings.database_url
-    schema = sql.Identifier(settings.db_schema)
+    assert settings.database.url
+    schema = sql.Identifier(settings.database.schema)
     now = datetime.now(UTC)
     queries = {
         "readings": (
@@ -262,7 +298,7 @@ async def test_hot_queries_use_indexes(settings: Settings) -> None:
             )
         ),
     }
-    with psycopg.connect(settings.database_url) as conn:
+    with psycopg.connect(settings.database.url) as conn:
         conn.execute("SET enable_seqscan = off")
         meter = "00000000-0000-0000-0000-000000000001"
         for name, query in queries.items():

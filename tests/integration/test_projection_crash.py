@@ -18,12 +18,13 @@ import pytest
 from psycopg import sql
 
 from adapters.nats.streams import delete_streams
+from bootstrap.embedded import spawn_child
+from bootstrap.migrate import migrate
 from commands.context import SYSTEM, CommandContext
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.meter import Meter
 from domain.values import ConnectionProfile, Location, MeterSpec
-from hes.migrate import migrate
-from hes.settings import Settings
 from tests.conftest import RUN_ID, new_serial
 from tests.services import Services
 
@@ -38,13 +39,14 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "HES_DATABASE_URL": settings.database_url or "",
-        "HES_NATS_URL": settings.nats_url or "",
-        "HES_DB_SCHEMA": settings.db_schema,
+        "HES_DATABASE_URL": settings.database.url or "",
+        "HES_NATS_URL": settings.nats.url or "",
+        "HES_DB_SCHEMA": settings.database.schema,
         "HES_LOG_LEVEL": "WARNING",
     }
-    return subprocess.Popen(
+    return spawn_child(
         [sys.executable, "-m", "hes.cli", "projections", "run"],
+        death_signal=signal.SIGTERM,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -63,19 +65,19 @@ def _write_meters(registry: MeterRegistry) -> None:
             phases=3,
             region="R",
             area="A",
-            connection=ConnectionProfile(host="10.9.9.9"),
+            connection=ConnectionProfile(host="127.9.9.9"),
         )
         meter = Meter.register(spec, meta)
         meter.commission(Location(address="x"), "ACC-1", meta)
         meter.assign_customer("ACC-2", meta)
-        meter.change_connection_profile(ConnectionProfile(host="10.9.9.10"), meta)
+        meter.change_connection_profile(ConnectionProfile(host="127.9.9.10"), meta)
         registry.save(meter)
 
 
 def _positions(settings: Settings) -> tuple[int, int]:
-    assert settings.database_url
-    schema = sql.Identifier(settings.db_schema)
-    with psycopg.connect(settings.database_url) as conn:
+    assert settings.database.url
+    schema = sql.Identifier(settings.database.schema)
+    with psycopg.connect(settings.database.url) as conn:
         recorded = conn.execute(
             sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}.meters_events").format(schema)
         ).fetchone()
@@ -90,14 +92,14 @@ def _positions(settings: Settings) -> tuple[int, int]:
 
 
 def test_killed_worker_applies_every_event_exactly_once(services: Services) -> None:
-    settings = Settings(
+    settings = Settings.of(
         database_url=services.database_url,
         nats_url=services.nats_url,
         db_schema=f"k_{RUN_ID}",
         nats_prefix=f"K{RUN_ID}_",
     )
     asyncio.run(migrate(settings))
-    registry = MeterRegistry(env=settings.eventsourcing_env())
+    registry = MeterRegistry(env=settings.database.eventsourcing_env())
     writer = threading.Thread(target=_write_meters, args=(registry,))
     rng = random.Random(7)
     kills: list[tuple[int, int]] = []
@@ -136,26 +138,26 @@ def test_killed_worker_applies_every_event_exactly_once(services: Services) -> N
         # Some kills must have landed part-way, or the test proved nothing.
         assert any(0 < a < r for r, a in kills), kills
 
-        assert settings.database_url
-        with psycopg.connect(settings.database_url) as conn:
+        assert settings.database.url
+        with psycopg.connect(settings.database.url) as conn:
             rows = conn.execute(
                 sql.SQL(
                     "SELECT count(*), sum(events_applied), min(events_applied), "
                     "max(events_applied), bool_and(version = events_applied) FROM {}.meters"
-                ).format(sql.Identifier(settings.db_schema))
+                ).format(sql.Identifier(settings.database.schema))
             ).fetchone()
         assert rows == (METERS, METERS * EVENTS_PER_METER, EVENTS_PER_METER, EVENTS_PER_METER, True)
     finally:
         registry.close()
-        assert settings.database_url
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        assert settings.database.url
+        with psycopg.connect(settings.database.url, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.db_schema))
+                sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.database.schema))
             )
         asyncio.run(_drop_streams(settings))
 
 
 async def _drop_streams(settings: Settings) -> None:
-    nc = await nats.connect(settings.nats_url or "")
-    await delete_streams(nc.jetstream(), settings.nats_prefix)
+    nc = await nats.connect(settings.nats.url or "")
+    await delete_streams(nc.jetstream(), settings.nats.prefix)
     await nc.close()

@@ -22,11 +22,11 @@ from psycopg import sql
 
 from adapters.nats.reading_publisher import ReadingPublisher
 from adapters.nats.streams import delete_streams
+from bootstrap.embedded import spawn_child, start_postgres
+from bootstrap.migrate import migrate
+from bootstrap.reading_worker import reading_worker
+from config.settings import Settings
 from domain.readings import MeterBatch, Reading, Source, partition_of
-from hes.embedded import start_postgres
-from hes.migrate import migrate
-from hes.settings import Settings
-from projections.reading_worker import ReadingWorker
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
@@ -69,35 +69,36 @@ def _batches(meters: int, intervals: int) -> list[MeterBatch]:
 
 
 async def _publish(settings: Settings, batches: list[MeterBatch]) -> None:
-    nc = await nats.connect(settings.nats_url or "")
+    nc = await nats.connect(settings.nats.url or "")
     try:
-        publisher = ReadingPublisher(nc, settings)
+        publisher = ReadingPublisher(nc, settings.nats)
         for i in range(0, len(batches), 500):
             part = batches[i : i + 500]
             await publisher.publish(
-                part, [partition_of(b.region, settings.reading_partitions) for b in part]
+                part, [partition_of(b.region, settings.readings.partitions) for b in part]
             )
     finally:
         await nc.close()
 
 
 def _totals(settings: Settings) -> dict[str, float]:
-    assert settings.database_url
-    s = sql.Identifier(settings.db_schema)
-    with psycopg.connect(settings.database_url) as conn:
+    assert settings.database.url
+    s = sql.Identifier(settings.database.schema)
+    with psycopg.connect(settings.database.url) as conn:
 
         def one(q: str) -> float:
             row = conn.execute(sql.SQL(q).format(s)).fetchone()
             return float(row[0] or 0) if row else 0.0
 
+        # The aggregates as queries answer them: stored windows and those derived on read.
         return {
             "raw": one("SELECT count(*) FROM {}.readings"),
             "raw_sum": round(one("SELECT sum(value) FROM {}.readings"), 3),
-            "m1": one("SELECT sum(count) FROM {}.readings_1m"),
-            "m1_sum": round(one("SELECT sum(sum) FROM {}.readings_1m"), 3),
-            "m15": one("SELECT sum(count) FROM {}.readings_15m"),
-            "m30": one("SELECT sum(count) FROM {}.readings_30m"),
-            "m30_sum": round(one("SELECT sum(sum) FROM {}.readings_30m"), 3),
+            "m1": one("SELECT sum(count) FROM {}.windows_1m"),
+            "m1_sum": round(one("SELECT sum(sum) FROM {}.windows_1m"), 3),
+            "m15": one("SELECT sum(count) FROM {}.windows_15m"),
+            "m30": one("SELECT sum(count) FROM {}.windows_30m"),
+            "m30_sum": round(one("SELECT sum(sum) FROM {}.windows_30m"), 3),
             "status": one("SELECT sum(readings_total) FROM {}.meter_status"),
         }
 
@@ -105,7 +106,7 @@ def _totals(settings: Settings) -> dict[str, float]:
 @pytest.fixture
 async def isolated(services: Services) -> AsyncIterator[Settings]:
     run = uuid.uuid4().hex[:8]
-    s = Settings(
+    s = Settings.of(
         database_url=services.database_url,
         nats_url=services.nats_url,
         db_schema=f"f_{run}",
@@ -116,11 +117,11 @@ async def isolated(services: Services) -> AsyncIterator[Settings]:
     await migrate(s)
     yield s
     nc = await nats.connect(services.nats_url)
-    await delete_streams(nc.jetstream(), s.nats_prefix)
+    await delete_streams(nc.jetstream(), s.nats.prefix)
     await nc.close()
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s.db_schema))
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s.database.schema))
         )
 
 
@@ -128,16 +129,17 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "HES_DATABASE_URL": settings.database_url or "",
-        "HES_NATS_URL": settings.nats_url or "",
-        "HES_DB_SCHEMA": settings.db_schema,
-        "HES_NATS_PREFIX": settings.nats_prefix,
+        "HES_DATABASE_URL": settings.database.url or "",
+        "HES_NATS_URL": settings.nats.url or "",
+        "HES_DB_SCHEMA": settings.database.schema,
+        "HES_NATS_PREFIX": settings.nats.prefix,
         "HES_READING_PARTITIONS": "4",
         "HES_READING_FETCH_BATCH": "64",
         "HES_LOG_LEVEL": "ERROR",
     }
-    return subprocess.Popen(
+    return spawn_child(
         [sys.executable, "-m", "hes.cli", "workers", "run"],
+        death_signal=signal.SIGTERM,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -184,7 +186,7 @@ async def test_killed_worker_loses_and_duplicates_nothing(isolated: Settings) ->
 async def test_workers_wait_for_postgres_and_resume(services: Services, tmp_path: Path) -> None:
     pg = start_postgres(tmp_path)
     run = uuid.uuid4().hex[:8]
-    s = Settings(
+    s = Settings.of(
         database_url=pg.url,
         nats_url=services.nats_url,
         db_schema="hes",
@@ -195,7 +197,7 @@ async def test_workers_wait_for_postgres_and_resume(services: Services, tmp_path
     await migrate(s)
     nc = await nats.connect(services.nats_url, max_reconnect_attempts=-1)
     stop = asyncio.Event()
-    worker = ReadingWorker(s, nc, ack_wait=5.0)
+    worker = reading_worker(s, nc, ack_wait=5.0)
     task = asyncio.create_task(worker.run(stop))
     try:
         first = _batches(meters=20, intervals=40)
@@ -214,7 +216,7 @@ async def test_workers_wait_for_postgres_and_resume(services: Services, tmp_path
         await _publish(s, second)  # JetStream keeps them while PostgreSQL is away
         await asyncio.sleep(4.0)  # handlers fail and nak; nothing is acknowledged
         pg = start_postgres(tmp_path)
-        assert pg.url == s.database_url, "embedded PostgreSQL came back on another port"
+        assert pg.url == s.database.url, "embedded PostgreSQL came back on another port"
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -229,6 +231,6 @@ async def test_workers_wait_for_postgres_and_resume(services: Services, tmp_path
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-        await delete_streams(nc.jetstream(), s.nats_prefix)
+        await delete_streams(nc.jetstream(), s.nats.prefix)
         await nc.drain()
         pg.stop()

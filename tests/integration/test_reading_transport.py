@@ -21,9 +21,9 @@ from adapters.nats.reading_consumer import ReadingConsumer, consumer_name
 from adapters.nats.reading_publisher import ReadingPublisher
 from adapters.nats.streams import delete_streams, ensure_streams
 from adapters.nats.subjects import deadletter_subject, reading_subject, subject_prefix
+from config.settings import Settings
 from domain.errors import BackPressure
 from domain.readings import MeterBatch, Reading, Source
-from hes.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -40,29 +40,28 @@ class Transport:
 
     @property
     def prefix(self) -> str:
-        return self.settings.nats_prefix
+        return self.settings.nats.prefix
 
     async def stored(self, stream: str = "READINGS") -> int:
-        info = await self.nc.jetstream().stream_info(self.settings.stream(stream))
+        info = await self.nc.jetstream().stream_info(self.settings.nats.stream(stream))
         return info.state.messages
 
 
 @pytest.fixture
 async def transport(settings: Settings) -> AsyncIterator[Transport]:
     """Streams under a prefix of this run's prefix, deleted after the test."""
-    own = msgspec.structs.replace(
-        settings,
-        nats_prefix=f"{settings.nats_prefix}{uuid.uuid4().hex[:6]}_",
+    own = settings.replace(
+        nats_prefix=f"{settings.nats.prefix}{uuid.uuid4().hex[:6]}_",
         reading_partitions=PARTITIONS,
         reading_fetch_batch=64,
     )
-    assert own.nats_url is not None
-    nc = await nats.connect(own.nats_url)
-    await ensure_streams(nc.jetstream(), own.nats_prefix)
+    assert own.nats.url is not None
+    nc = await nats.connect(own.nats.url)
+    await ensure_streams(nc.jetstream(), own.nats.prefix)
     try:
         yield Transport(nc, own)
     finally:
-        await delete_streams(nc.jetstream(), own.nats_prefix)
+        await delete_streams(nc.jetstream(), own.nats.prefix)
         await nc.close()
 
 
@@ -116,17 +115,17 @@ async def consume_until(
 
 async def test_round_trip_keeps_partition_order_and_counts(transport: Transport) -> None:
     batches, partitions = workload(meters=12, per_meter=25)
-    publisher = ReadingPublisher(transport.nc, transport.settings)
+    publisher = ReadingPublisher(transport.nc, transport.settings.nats)
     await publisher.publish(batches, partitions)
     assert publisher.stats.published == len(batches) == await transport.stored()
     assert publisher.stats.duplicates == publisher.stats.retried == 0
 
-    consumer = ReadingConsumer(transport.nc, transport.settings)
+    consumer = ReadingConsumer(transport.nc, transport.settings.nats, transport.settings.readings)
     received: dict[int, list[MeterBatch]] = {p: [] for p in range(PARTITIONS)}
     by_meter = dict(zip((b.meter for b in batches), partitions, strict=False))
 
     async def handle(group: list[MeterBatch]) -> None:
-        assert 0 < len(group) <= transport.settings.reading_fetch_batch
+        assert 0 < len(group) <= transport.settings.readings.fetch_batch
         for b in group:
             received[by_meter[b.meter]].append(b)
 
@@ -140,7 +139,7 @@ async def test_round_trip_keeps_partition_order_and_counts(transport: Transport)
 async def test_duplicate_publish_is_stored_and_delivered_once(transport: Transport) -> None:
     one = batch(uuid.uuid4(), 0)
     same_again = msgspec.structs.replace(one, received_at=one.received_at + timedelta(seconds=9))
-    publisher = ReadingPublisher(transport.nc, transport.settings)
+    publisher = ReadingPublisher(transport.nc, transport.settings.nats)
     await publisher.publish([one], [1])
     await publisher.publish([same_again], [1])  # a gateway re-sending the same readings
     assert await transport.stored() == 1
@@ -151,7 +150,9 @@ async def test_duplicate_publish_is_stored_and_delivered_once(transport: Transpo
     async def handle(group: list[MeterBatch]) -> None:
         handled.extend(group)
 
-    consumer = ReadingConsumer(transport.nc, transport.settings, [1])
+    consumer = ReadingConsumer(
+        transport.nc, transport.settings.nats, transport.settings.readings, [1]
+    )
     await consume_until(consumer, handle, lambda: len(handled) >= 1, linger=0.5)
     assert handled == [one]
 
@@ -161,33 +162,36 @@ async def test_malformed_message_is_dead_lettered_and_terminated(transport: Tran
     garbage = b"\xc1 not msgpack"
     await js.publish(reading_subject(transport.prefix, 2, uuid.uuid4()), garbage)
     good = batch(uuid.uuid4(), 0)
-    await ReadingPublisher(transport.nc, transport.settings).publish([good], [2])
+    await ReadingPublisher(transport.nc, transport.settings.nats).publish([good], [2])
 
     handled: list[MeterBatch] = []
 
     async def handle(group: list[MeterBatch]) -> None:
         handled.extend(group)
 
-    consumer = ReadingConsumer(transport.nc, transport.settings, [2])
+    consumer = ReadingConsumer(
+        transport.nc, transport.settings.nats, transport.settings.readings, [2]
+    )
     await consume_until(consumer, handle, lambda: len(handled) >= 1)
     assert handled == [good]
     assert consumer.stats.dead_lettered == 1
 
     dead = await js.get_last_msg(
-        transport.settings.stream("HES_DEADLETTER"), deadletter_subject(transport.prefix, "decode")
+        transport.settings.nats.stream("HES_DEADLETTER"),
+        deadletter_subject(transport.prefix, "decode"),
     )
     letter = msgspec.json.decode(dead.data or b"")
     assert letter["source"] == "decode"
     assert letter["reason"].startswith("not a MeterBatch")
     assert letter["stream_sequence"] == 1
     assert msgspec.json.decode(msgspec.json.encode(letter["data"]), type=bytes) == garbage
-    info = await js.consumer_info(transport.settings.stream("READINGS"), consumer_name(2))
+    info = await js.consumer_info(transport.settings.nats.stream("READINGS"), consumer_name(2))
     assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
 
 
 async def test_handler_failure_redelivers_until_success(transport: Transport) -> None:
     batches, partitions = workload(meters=4, per_meter=10)
-    await ReadingPublisher(transport.nc, transport.settings).publish(batches, partitions)
+    await ReadingPublisher(transport.nc, transport.settings.nats).publish(batches, partitions)
     succeeded: Counter[str] = Counter()
     calls = 0
 
@@ -198,7 +202,13 @@ async def test_handler_failure_redelivers_until_success(transport: Transport) ->
             raise RuntimeError("database unreachable")
         succeeded.update(b.message_id() for b in group)
 
-    consumer = ReadingConsumer(transport.nc, transport.settings, nak_delay=0.1, backoff=0.05)
+    consumer = ReadingConsumer(
+        transport.nc,
+        transport.settings.nats,
+        transport.settings.readings,
+        nak_delay=0.1,
+        backoff=0.05,
+    )
     await consume_until(consumer, flaky, lambda: len(succeeded) == len(batches), linger=0.5)
     assert set(succeeded) == {b.message_id() for b in batches}
     assert set(succeeded.values()) == {1}, "nothing handled twice after success"
@@ -210,7 +220,7 @@ async def test_handler_failure_redelivers_until_success(transport: Transport) ->
 
 async def test_batch_of_a_killed_consumer_is_redelivered(transport: Transport) -> None:
     batches, partitions = workload(meters=1, per_meter=20)
-    await ReadingPublisher(transport.nc, transport.settings).publish(batches, partitions)
+    await ReadingPublisher(transport.nc, transport.settings.nats).publish(batches, partitions)
     assert set(partitions) == {0}
 
     in_handler = asyncio.Event()
@@ -219,9 +229,11 @@ async def test_batch_of_a_killed_consumer_is_redelivered(transport: Transport) -
         in_handler.set()
         await asyncio.Event().wait()
 
-    assert transport.settings.nats_url is not None
-    doomed_nc = await nats.connect(transport.settings.nats_url)
-    doomed = ReadingConsumer(doomed_nc, transport.settings, [0], ack_wait=2.0)
+    assert transport.settings.nats.url is not None
+    doomed_nc = await nats.connect(transport.settings.nats.url)
+    doomed = ReadingConsumer(
+        doomed_nc, transport.settings.nats, transport.settings.readings, [0], ack_wait=2.0
+    )
     task = asyncio.create_task(doomed.run(hang, asyncio.Event()))
     await asyncio.wait_for(in_handler.wait(), 10)
     task.cancel()  # the worker dies mid-batch: no ack, no nak
@@ -234,7 +246,9 @@ async def test_batch_of_a_killed_consumer_is_redelivered(transport: Transport) -
     async def handle(group: list[MeterBatch]) -> None:
         handled.update(b.message_id() for b in group)
 
-    survivor = ReadingConsumer(transport.nc, transport.settings, [0], ack_wait=2.0)
+    survivor = ReadingConsumer(
+        transport.nc, transport.settings.nats, transport.settings.readings, [0], ack_wait=2.0
+    )
     await consume_until(survivor, handle, lambda: len(handled) == len(batches), linger=0.3)
     assert set(handled) == {b.message_id() for b in batches}
     assert set(handled.values()) == {1}
@@ -243,8 +257,8 @@ async def test_batch_of_a_killed_consumer_is_redelivered(transport: Transport) -
 
 async def test_unacknowledged_publish_raises_back_pressure(transport: Transport) -> None:
     # A prefix without streams: JetStream never acknowledges (no responders).
-    orphan = msgspec.structs.replace(transport.settings, nats_prefix="NOSTREAM_")
-    publisher = ReadingPublisher(transport.nc, orphan, ack_timeout=0.3, max_attempts=2)
+    orphan = transport.settings.replace(nats_prefix="NOSTREAM_")
+    publisher = ReadingPublisher(transport.nc, orphan.nats, ack_timeout=0.3, max_attempts=2)
     with pytest.raises(BackPressure):
         await publisher.publish([batch(uuid.uuid4(), 0)], [0])
     assert publisher.stats.back_pressure == 1
@@ -257,11 +271,11 @@ class _Rejected(msgspec.Struct, frozen=True):
 
 
 async def test_dead_letters_are_acknowledged_under_their_source(transport: Transport) -> None:
-    letters = DeadLetterPublisher(transport.nc, transport.settings)
+    letters = DeadLetterPublisher(transport.nc, transport.settings.nats)
     await letters.reject([_Rejected(Source.HTTP, "voltage"), _Rejected(Source.NATS, "ts")])
     assert letters.stats.published == 2
     js = transport.nc.jetstream()
-    stream = transport.settings.stream("HES_DEADLETTER")
+    stream = transport.settings.nats.stream("HES_DEADLETTER")
     http = await js.get_last_msg(stream, deadletter_subject(transport.prefix, "http"))
     assert msgspec.json.decode(http.data or b"") == {"source": Source.HTTP, "field": "voltage"}
     assert await transport.stored("HES_DEADLETTER") == 2
@@ -276,8 +290,8 @@ async def test_ingest_listener_replies_and_survives_garbage(transport: Transport
             raise RuntimeError("secret internals")
         return msgspec.json.encode({"accepted": len(request["readings"])})
 
-    first = IngestListener(transport.nc, transport.settings, ingest)
-    second = IngestListener(transport.nc, transport.settings, ingest)
+    first = IngestListener(transport.nc, transport.settings.nats, ingest)
+    second = IngestListener(transport.nc, transport.settings.nats, ingest)
     await first.start()
     await second.start()
     subject = subject_prefix(transport.prefix) + "hes.ingest.gw-7"

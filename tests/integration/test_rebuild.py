@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
 import nats
 import psycopg
 import pytest
@@ -21,14 +20,17 @@ from typer.testing import CliRunner
 
 from adapters.nats.reading_publisher import ReadingPublisher
 from adapters.nats.streams import delete_streams
+from bootstrap.migrate import migrate
+from bootstrap.reading_worker import reading_worker
+from bootstrap.workers import SupervisedProjection
 from commands.context import Role
+from config.settings import Settings
 from domain.readings import MeterBatch, Reading, Source, partition_of
 from hes.cli import app
-from hes.migrate import migrate
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
 from projections.reading_worker import ReadingWorker
+from projections.rebuild import rebuild as rebuild_read_model
 from tests.conftest import JWT_SECRET, RUN_ID, new_serial
+from tests.integration.customer_support import ensure_customers
 from tests.integration.gql import gql
 from tests.integration.test_audit import MUTATIONS
 from tests.integration.test_pipeline import register
@@ -41,13 +43,13 @@ Client = AsyncTestClient[Any]
 
 def _env(settings: Settings) -> dict[str, str]:
     return {
-        "HES_DATABASE_URL": settings.database_url or "",
-        "HES_NATS_URL": settings.nats_url or "",
-        "HES_DB_SCHEMA": settings.db_schema,
-        "HES_NATS_PREFIX": settings.nats_prefix,
+        "HES_DATABASE_URL": settings.database.url or "",
+        "HES_NATS_URL": settings.nats.url or "",
+        "HES_DB_SCHEMA": settings.database.schema,
+        "HES_NATS_PREFIX": settings.nats.prefix,
         "HES_JWT_SECRET": JWT_SECRET,
-        "HES_DATA_DIR": str(settings.data_dir),
-        "HES_RETENTION_1M_DAYS": str(settings.retention_1m_days),
+        "HES_DATA_DIR": str(settings.runtime.data_dir),
+        "HES_RETENTION_1M_DAYS": str(settings.readings.retention_1m_days),
     }
 
 
@@ -63,21 +65,21 @@ async def rebuild(settings: Settings, name: str) -> tuple[int, dict[str, Any]]:
 
 def scratch_schemas(settings: Settings) -> list[str]:
     """Scratch schemas of rebuilds of this settings' schema still in the database."""
-    assert settings.database_url
-    with psycopg.connect(settings.database_url) as conn:
+    assert settings.database.url
+    with psycopg.connect(settings.database.url) as conn:
         rows = conn.execute(
             "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
-            (settings.db_schema + "\\_rebuild\\_%",),
+            (settings.database.schema + "\\_rebuild\\_%",),
         ).fetchall()
     return [r[0] for r in rows]
 
 
 def execute(settings: Settings, statement: str, *params: object) -> int:
     """Run one statement on ``settings``' schema (``{schema}``); return the rows it touched."""
-    assert settings.database_url
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    assert settings.database.url
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
         cur = conn.execute(
-            sql.SQL(statement).format(schema=sql.Identifier(settings.db_schema)),  # type: ignore[arg-type]
+            sql.SQL(statement).format(schema=sql.Identifier(settings.database.schema)),  # type: ignore[arg-type]
             params,
         )
         return cur.rowcount
@@ -86,6 +88,7 @@ def execute(settings: Settings, statement: str, *params: object) -> int:
 async def test_meters_view_rebuild_equals_live_and_finds_a_tampered_row(
     client: Client, auth: Auth, settings: Settings, projection: SupervisedProjection
 ) -> None:
+    ensure_customers(settings, "ACC-1", "ACC-2")
     ids = [await register(client, auth, new_serial("RB"), "REBUILD") for _ in range(3)]
     for mutation in ("commissionMeter", "changeConnectionProfile", "assignCustomer"):
         body = await gql(client, MUTATIONS[mutation], {"id": ids[0]}, auth(Role.ADMIN))
@@ -99,6 +102,17 @@ async def test_meters_view_rebuild_equals_live_and_finds_a_tampered_row(
     assert meters["rows_live"] == meters["rows_rebuilt"] >= 3
     assert meters["checksum_live"] == meters["checksum_rebuilt"]
     assert report["position"] >= report["replayed"] > 0
+
+    told: list[tuple[int, int]] = []
+    direct = await asyncio.to_thread(
+        rebuild_read_model,
+        settings.database,
+        settings.nats,
+        settings.readings,
+        "meters_view",
+        progress=lambda *p: told.append(p),
+    )
+    assert direct.equal and told and told[-1] == (direct.position, direct.position)
 
     tamper = "UPDATE {schema}.meters SET firmware = firmware || 'x' WHERE id = %s"
     assert execute(settings, tamper, ids[2]) == 1
@@ -117,8 +131,7 @@ async def test_meters_view_rebuild_equals_live_and_finds_a_tampered_row(
 @pytest.fixture
 async def isolated(settings: Settings) -> AsyncIterator[Settings]:
     """A schema and stream prefix of their own: only the READINGS stream writes the tables."""
-    own = msgspec.structs.replace(
-        settings,
+    own = settings.replace(
         db_schema=f"rb_{RUN_ID}",
         nats_prefix=f"RB{RUN_ID}_",
         retention_1m_days=3,
@@ -126,8 +139,8 @@ async def isolated(settings: Settings) -> AsyncIterator[Settings]:
     await migrate(own)
     yield own
     execute(own, "DROP SCHEMA {schema} CASCADE")
-    nc = await nats.connect(own.nats_url or "")
-    await delete_streams(nc.jetstream(), own.nats_prefix)
+    nc = await nats.connect(own.nats.url or "")
+    await delete_streams(nc.jetstream(), own.nats.prefix)
     await nc.close()
 
 
@@ -176,15 +189,15 @@ async def wait_caught_up(settings: Settings, worker: ReadingWorker, seconds: flo
 
 async def test_readings_rebuild_equals_live(isolated: Settings) -> None:
     settings = isolated
-    nc = await nats.connect(settings.nats_url or "")
-    worker = ReadingWorker(settings, nc)
+    nc = await nats.connect(settings.nats.url or "")
+    worker = reading_worker(settings, nc)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         batches = fleet_batches(meters=12, hours=8)
-        publisher = ReadingPublisher(nc, settings)
+        publisher = ReadingPublisher(nc, settings.nats)
         await publisher.publish(
-            batches, [partition_of(b.region, settings.reading_partitions) for b in batches]
+            batches, [partition_of(b.region, settings.readings.partitions) for b in batches]
         )
         stored = await wait_caught_up(settings, worker)
         assert stored == sum(len(b.readings) for b in batches)
@@ -205,7 +218,7 @@ async def test_readings_rebuild_equals_live(isolated: Settings) -> None:
         tables = {t["table"]: t for t in report["tables"]}
         assert tables["readings"]["rows_live"] == stored == tables["readings"]["rows_rebuilt"]
         assert all(t["rows_live"] > 0 and t["equal"] for t in tables.values())
-        assert tables["readings_1m"]["since"] is not None  # within the 1-minute retention
+        assert tables["windows_1m"]["since"] is not None  # within the 1-minute retention
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

@@ -8,8 +8,8 @@ import pytest
 
 from commands.context import SYSTEM, CommandContext
 from commands.meters import MeterRegistry
+from config.settings import Settings
 from domain.values import ConnectionProfile, MeterSpec
-from hes.settings import Settings
 from tests.conftest import new_serial
 
 pytestmark = pytest.mark.integration
@@ -24,12 +24,12 @@ def _spec() -> MeterSpec:
         phases=1,
         region="R",
         area="A",
-        connection=ConnectionProfile(host="10.0.0.1"),
+        connection=ConnectionProfile(host="127.0.0.1"),
     )
 
 
 def test_parallel_commands_all_land_and_retries_land_once(settings: Settings) -> None:
-    registry = MeterRegistry(env=settings.eventsourcing_env())
+    registry = MeterRegistry(env=settings.database.eventsourcing_env())
     try:
         meter = registry.register_meter(_spec(), CommandContext(actor=SYSTEM)).meter
         accounts = [f"ACC-{i}" for i in range(16)]

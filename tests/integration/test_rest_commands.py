@@ -10,9 +10,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from commands.context import Role
+from config.settings import Settings
 from domain.meter import meter_id
-from hes.settings import Settings
 from tests.conftest import new_serial
+from tests.integration.customer_support import ensure_customers
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,10 @@ def body(serial: str, **overrides: Any) -> dict[str, Any]:
     return data
 
 
-async def test_register_and_lifecycle_over_rest(client: Client, auth: Auth) -> None:
+async def test_register_and_lifecycle_over_rest(
+    client: Client, auth: Auth, settings: Settings
+) -> None:
+    ensure_customers(settings, "ACC-77", "ACC-78")
     serial = new_serial("R")
     created = await client.post(f"{BASE}/register", json=body(serial), headers=auth(Role.OPERATOR))
     assert created.status_code == 201, created.text
@@ -157,14 +161,17 @@ CSV_HEADER = (
 )
 
 
-async def test_csv_import_reports_bad_rows_and_is_repeatable(client: Client, auth: Auth) -> None:
+async def test_csv_import_reports_bad_rows_and_is_repeatable(
+    client: Client, auth: Auth, settings: Settings
+) -> None:
+    ensure_customers(settings, "CUST-1")
     good1, good2 = new_serial("C"), new_serial("C")
     csv = (
         CSV_HEADER
-        + f"{good1},DC-1,three-phase,Iskra,AM550,1.0,10.0.0.1,4059,Z-1,CUST-1,8931\n"
-        + f"{good2},DC-1,single-phase,Iskra,AM550,1.0,10.0.0.2,,Z-1,,\n"
+        + f"{good1},DC-1,three-phase,Iskra,AM550,1.0,127.0.0.1,4059,Z-1,CUST-1,8931\n"
+        + f"{good2},DC-1,single-phase,Iskra,AM550,1.0,127.0.0.2,,Z-1,,\n"
         + "bad serial,DC-1,three-phase,Iskra,AM550,1.0,300.0.0.1,99999,Z-1,,\n"
-        + f"{good1},DC-1,three-phase,Iskra,AM550,1.0,10.0.0.1,4059,Z-1,,\n"
+        + f"{good1},DC-1,three-phase,Iskra,AM550,1.0,127.0.0.1,4059,Z-1,,\n"
     )
     files = {"data": ("meters.csv", csv.encode(), "text/csv")}
     response = await client.post(
@@ -242,10 +249,10 @@ async def test_correlation_id_is_kept_or_made_and_echoed(
         json=body(serial),
         headers={**auth(Role.OPERATOR), "X-Correlation-ID": "corr-" + serial},
     )
-    assert settings.database_url
-    with psycopg.connect(settings.database_url) as conn:
+    assert settings.database.url
+    with psycopg.connect(settings.database.url) as conn:
         row = conn.execute(
-            f"SELECT state FROM {settings.db_schema}.meters_events WHERE originator_id = %s",
+            f"SELECT state FROM {settings.database.schema}.meters_events WHERE originator_id = %s",
             (meter_id(serial),),
         ).fetchone()
     assert row is not None and f'"correlation_id":"corr-{serial}"' in bytes(row[0]).decode()

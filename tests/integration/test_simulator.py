@@ -31,10 +31,10 @@ from typer.testing import CliRunner
 from api.auth import TokenService, Unauthenticated
 from commands.context import Role, Scope
 from commands.meter_csv import parse_meter_csv
+from config.settings import Settings
 from hes.cli import app as cli
-from hes.load_model import Fleet
-from hes.settings import Settings
-from hes.simulator import IMPORT_PATH, TELEMETRY_PATH, SimulatorError, Summary, simulate
+from simulation.load_model import Fleet
+from simulation.simulator import IMPORT_PATH, TELEMETRY_PATH, SimulatorError, Summary, simulate
 from tests.conftest import JWT_SECRET, RUN_ID
 from tests.services import Services
 
@@ -46,7 +46,9 @@ class FakeHes:
     """The head-end's meter import and telemetry endpoints, recording what they are sent.
 
     The first ``pushback`` telemetry calls are answered 503; readings of meters that were
-    never registered, or are listed in ``unknown``, are rejected as the real ingest does.
+    never registered, or are listed in ``unknown``, are rejected as the real ingest does. Like a
+    meters projection running behind, the first ``lagging_lookups`` GraphQL meter lookups find
+    nothing, and until one finds its meter, registered meters are unknown to ingest as well.
     """
 
     tokens: TokenService
@@ -59,6 +61,9 @@ class FakeHes:
     in_flight: int = 0
     max_in_flight: int = 0
     keep_bodies: bool = True
+    lagging_lookups: int = 0
+    lookups: int = 0
+    visible: bool = False
     pushed_back: list[bytes] = field(default_factory=list)
     accepted_bodies: list[bytes] = field(default_factory=list)
 
@@ -102,7 +107,8 @@ class FakeHes:
             accepted = rejected = 0
             errors = []
             for index, item in enumerate(items):
-                if item["meter"] in self.registered and item["meter"] not in self.unknown:
+                known = self.visible or not self.lagging_lookups
+                if known and item["meter"] in self.registered and item["meter"] not in self.unknown:
                     accepted += len(item["readings"])
                     continue
                 rejected += len(item["readings"])
@@ -132,8 +138,16 @@ class FakeHes:
                     by_ts.setdefault(ts, {}).setdefault(item["meter"], []).append(reading)
         return by_ts
 
+    def lookup(self, body: bytes) -> dict[str, Any]:
+        """GraphQL ``meter(serial:)`` as a lagging read model answers it."""
+        self.lookups += 1
+        serial = msgspec.json.decode(body)["variables"]["s"]
+        self.visible = self.visible or self.lookups > self.lagging_lookups
+        found = self.visible and serial in self.registered
+        return {"data": {"meter": {"id": serial} if found else None}}
+
     def app(self) -> Litestar:
-        """The Litestar app serving the two endpoints."""
+        """The Litestar app serving the three endpoints."""
 
         @post(IMPORT_PATH, status_code=200)
         async def upload(
@@ -151,7 +165,13 @@ class FakeHes:
             status, answer = await self.ingest(await request.body())
             return Response(answer, status_code=status)
 
-        return Litestar([upload, telemetry])
+        @post("/graphql", status_code=200)
+        async def graphql(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+            if not self.authorized(request.headers.get("authorization"), Role.OPERATOR, None):
+                return Response({"detail": "operator role required"}, status_code=403)
+            return Response(self.lookup(await request.body()))
+
+        return Litestar([upload, telemetry, graphql])
 
 
 @contextlib.contextmanager
@@ -177,7 +197,7 @@ def serving(fake: FakeHes) -> Iterator[str]:
 
 def settings_for(tmp_path: Path, secret: str = JWT_SECRET, **kwargs: Any) -> Settings:
     """Settings whose tokens the fake accepts (or not, with another ``secret``)."""
-    return Settings(jwt_secret=secret, data_dir=tmp_path, **kwargs)
+    return Settings.of(jwt_secret=secret, data_dir=tmp_path, **kwargs)
 
 
 def quiet() -> Console:
@@ -283,6 +303,26 @@ async def test_slow_server_is_reported_as_lag_not_queued(fake: FakeHes, tmp_path
     assert summary.max_tick_s >= 0.25
     times = sorted(fake.received())
     assert all(b - a >= timedelta(seconds=0.2) for a, b in itertools.pairwise(times))
+
+
+async def test_readings_wait_until_the_read_model_knows_the_fleet(
+    fake: FakeHes, tmp_path: Path
+) -> None:
+    fake.lagging_lookups = 3
+    fake.pushback = 0
+    with serving(fake) as url:
+        summary = await simulate(
+            settings_for(tmp_path),
+            meters=20,
+            interval_s=0.1,
+            via="http",
+            url=url,
+            seed=2,
+            ticks=1,
+            console=quiet(),
+        )
+    assert fake.lookups == 4
+    assert summary.accepted > 0 and summary.rejected == 0
 
 
 async def test_foreign_secret_stops_before_any_reading(fake: FakeHes, tmp_path: Path) -> None:

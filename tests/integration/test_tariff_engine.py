@@ -8,21 +8,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from bootstrap.migrate import migrate_database
 from commands.context import SYSTEM, CommandContext
 from commands.tariffs import TariffBook
+from config.settings import Settings
 from domain.obis import POWER_IMPORT
 from domain.pricing import TariffSpec
 from domain.readings import MeterBatch, Reading, Source
-from hes.migrate import migrate_database
-from hes.settings import Settings
+from processes.tariff_engine import TariffEngine
 from projections.reading_store import ReadingStore
-from projections.tariff_engine import TariffEngine
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +31,18 @@ CAPACITY_W = 10_000.0
 @pytest.fixture(scope="module")
 def engine_settings(settings: Settings) -> Iterator[Settings]:
     """A schema of its own, so the session's reading workers' engine cannot race these tests."""
-    own = msgspec.structs.replace(settings, db_schema=f"{settings.db_schema}_te")
+    own = settings.replace(db_schema=f"{settings.database.schema}_te")
     migrate_database(own)
     yield own
-    assert own.database_url is not None
-    with psycopg.connect(own.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(own.db_schema)))
+    assert own.database.url is not None
+    with psycopg.connect(own.database.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(own.database.schema)))
 
 
 @pytest.fixture
 def book(engine_settings: Settings) -> Iterator[TariffBook]:
     """The tariff write side of the engine's schema."""
-    tariffs = TariffBook(env=engine_settings.eventsourcing_env())
+    tariffs = TariffBook(env=engine_settings.database.eventsourcing_env())
     yield tariffs
     tariffs.close()
 
@@ -51,9 +50,9 @@ def book(engine_settings: Settings) -> Iterator[TariffBook]:
 @pytest.fixture
 async def pool(engine_settings: Settings) -> AsyncIterator[AsyncConnectionPool[Any]]:
     """A connection pool on the engine's database."""
-    assert engine_settings.database_url is not None
+    assert engine_settings.database.url is not None
     async with AsyncConnectionPool(
-        engine_settings.database_url, min_size=1, max_size=2, kwargs={"autocommit": True}
+        engine_settings.database.url, min_size=1, max_size=2, kwargs={"autocommit": True}
     ) as p:
         yield p
 
@@ -63,7 +62,7 @@ async def engine(
     engine_settings: Settings, pool: AsyncConnectionPool[Any], book: TariffBook
 ) -> AsyncIterator[TariffEngine]:
     """An engine sharing the test's tariff book."""
-    tariff_engine = TariffEngine(engine_settings, pool, book)
+    tariff_engine = TariffEngine(engine_settings.database, pool, book)
     yield tariff_engine
     await tariff_engine.close()
 
@@ -122,8 +121,8 @@ async def test_load_steps_the_price_once_per_move(
 ) -> None:
     region = new_region()
     create_tariff(book, region)
-    loads = Loads(engine_settings.db_schema, pool, region)
-    await loads.capacity(engine_settings.db_schema)
+    loads = Loads(engine_settings.database.schema, pool, region)
+    await loads.capacity(engine_settings.database.schema)
 
     await loads.put(0, 50.0)
     assert await engine.run_once(datetime.now(UTC)) == []  # below 60 %: still the base price
@@ -162,8 +161,8 @@ async def test_regions_without_a_tariff_are_skipped(
     priced, unpriced = new_region(), new_region()
     create_tariff(book, priced)
     for region, pct in ((unpriced, 95.0), (priced, 85.0)):
-        loads = Loads(engine_settings.db_schema, pool, region)
-        await loads.capacity(engine_settings.db_schema)
+        loads = Loads(engine_settings.database.schema, pool, region)
+        await loads.capacity(engine_settings.database.schema)
         await loads.put(0, pct)
     assert await engine.run_once(datetime.now(UTC)) == [priced]
     assert book.get(priced).load_price == Decimal("0.24")

@@ -17,10 +17,10 @@ from websockets.typing import Subprotocol
 import api.graphql.access
 from api.app import create_app
 from api.auth import TokenService
+from bootstrap.container import Container
+from bootstrap.workers import SupervisedProjection
 from commands.context import Role, Scope
-from hes.container import Container
-from hes.settings import Settings
-from hes.workers import SupervisedProjection
+from config.settings import Settings
 from tests.conftest import new_serial
 from tests.integration.gql import REGISTER, meter_input
 from tests.integration.live import serve

@@ -16,8 +16,12 @@ from commands.api_keys import ApiKeyRegistry
 from commands.audit import App, history, history_of, locate, resolve_id, state_at, state_of
 from commands.audit_verify import LOGS, parse_anchor
 from commands.context import Actor, CommandContext, Role
+from commands.customers import CustomerBook
+from commands.fleet import FleetOperations
 from commands.meters import MeterRegistry
+from commands.operations import OperationsLog
 from commands.policy import COMMAND_ROLES, READ_ROLES, authorize, authorize_audit, may_read_meter
+from commands.sims import SimInventory
 from commands.tariffs import TariffBook
 from domain.alert import AlertType, Severity, alert_id, series_id
 from domain.detection import AlertDecision, Verdict
@@ -35,7 +39,7 @@ SPEC = MeterSpec(
     phases=3,
     region="North",
     area="Zone A",
-    connection=ConnectionProfile(host="10.20.30.40"),
+    connection=ConnectionProfile(host="127.20.30.40"),
 )
 
 
@@ -56,7 +60,7 @@ def registry() -> Iterator[MeterRegistry]:
     id_ = app.register_meter(SPEC, ctx("ann")).meter.id
     app.commission_meter(id_, Location(address="1 Grid Rd"), "ACC-1", ctx("bob"))
     app.change_connection_profile(
-        id_, ConnectionProfile(host="m7.grid", transport=Transport.HDLC), ctx("cat")
+        id_, ConnectionProfile(host="m7.grid.example", transport=Transport.HDLC), ctx("cat")
     )
     app.assign_customer(id_, "ACC-2", ctx("dan"))
     app.unassign_customer(id_, "moved out", ctx("eve"))
@@ -238,7 +242,9 @@ def apps(registry: MeterRegistry) -> Iterator[tuple[App, ...]]:
 
 
 def test_the_chained_logs_are_the_applications() -> None:
-    assert (MeterRegistry.name, TariffBook.name, AlertDesk.name, ApiKeyRegistry.name) == LOGS
+    names = (MeterRegistry.name, TariffBook.name, AlertDesk.name, ApiKeyRegistry.name)
+    others = (SimInventory.name, OperationsLog.name, CustomerBook.name, FleetOperations.name)
+    assert (*names, *others) == LOGS
 
 
 def test_ids_are_located_in_the_log_that_holds_them(apps: tuple[App, ...]) -> None:

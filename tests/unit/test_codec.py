@@ -30,7 +30,7 @@ SPEC = MeterSpec(
     phases=3,
     region="North",
     area="Zone A",
-    connection=ConnectionProfile(host="10.20.30.40"),
+    connection=ConnectionProfile(host="127.20.30.40"),
     meter_type="3-phase CT",
 )
 HDLC = ConnectionProfile(
@@ -171,3 +171,24 @@ def test_undecodable_state_raises_a_mapper_error(state: bytes) -> None:
 
     with pytest.raises(MapperDeserialisationError):
         mapper.to_domain_event(broken)
+
+
+def test_v1_events_recorded_before_the_dlms_profiles_still_load() -> None:
+    """Registered, ConnectionProfileChanged and RemoteCommandRequested are v2 now (a client
+    address may be null, a command may be DISCOVER); v1 states upcast unchanged."""
+    mapper = MsgspecMapper()
+    meter = Meter.register(SPEC, meta(1))
+    meter.change_connection_profile(HDLC, meta(2))
+    for event in meter.collect_events():
+        stored = mapper.to_stored_event(event)
+        state = msgspec.json.decode(stored.state)
+        assert state.pop("class_version") == 2
+        v1 = StoredEvent(
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=stored.topic,
+            state=msgspec.json.encode(state),
+        )
+        again = mapper.to_domain_event(v1)
+        assert vars(again) == vars(event)
+    assert SPEC.connection.client_address is None  # follows the DLMS profile

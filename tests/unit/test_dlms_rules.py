@@ -10,6 +10,7 @@ import pytest
 
 from adapters.dlms.cosem import ScalerUnit, ScalingError, scaled
 from adapters.dlms.push_layout import DEFAULT_PUSH_LAYOUT_TEXT, PushLayout, PushLayoutError
+from config.settings import Settings, SettingsError
 from domain.collection import (
     ScheduleError,
     Schedules,
@@ -26,7 +27,6 @@ from domain.profile_ledger import (
     record_read,
     slot,
 )
-from hes.settings import Settings, SettingsError
 
 P = 900
 DAY = date(2025, 3, 1)
@@ -196,4 +196,4 @@ def test_bad_push_layouts_name_the_value_and_the_rule(text: str, message: str) -
     with pytest.raises(PushLayoutError, match=re.escape(message)):
         PushLayout.parse(text)
     with pytest.raises(SettingsError, match="HES_DLMS_PUSH_LAYOUT: push value"):
-        Settings(dlms_push_layout=text)
+        Settings.of(dlms_push_layout=text)

@@ -173,7 +173,7 @@ def test_access_rights_and_errors() -> None:
     assert _get(meter, Reference(70, O.DISCONNECT_CONTROL, 2), Role.READER) == axdr.boolean(False)
     log = _get(meter, Reference(7, O.DISCONNECTOR_LOG, 2), Role.READER)
     assert isinstance(log, Data) and log.items()[-1].items()[1] == axdr.u8(62)
-    shift = Reference(8, O.CLOCK, 7)
+    shift = Reference(8, O.CLOCK, 6)  # shift_time is the Blue Book's clock method 6
     assert meter.objects.action(shift, Data(Tag.LONG, -900), Role.READER)[0] is (
         DataAccessResult.SUCCESS
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +10,8 @@ import pytest
 
 from commands.meter_csv import parse_meter_csv
 from domain.obis import BY_OBIS
-from hes.load_model import (
+from domain.values import Transport
+from simulation.load_model import (
     CURRENT,
     ENERGY,
     FREQUENCY,
@@ -191,6 +193,16 @@ def test_csv_imports_cleanly_with_regions_and_phases() -> None:
     slices = [fleet.csv(first, 300) for first in range(0, 1000, 300)]
     rows = [r.spec.serial for part in slices for r in parse_meter_csv(part).rows]
     assert rows == fleet.serials()
+
+
+def test_simulated_meters_are_on_loopback_and_never_dialled() -> None:
+    fleet = Fleet(70_000, 21, 6, MONDAY)
+    connections = [row.spec.connection for row in parse_meter_csv(fleet.csv(65_530, 20)).rows]
+    assert len(connections) == 20
+    for connection in connections:
+        assert ipaddress.ip_address(connection.host).is_loopback, connection.host
+        assert connection.transport is Transport.NONE and not connection.dialled
+    assert len({c.host for c in connections}) == 20  # one address per meter, past 65,536
 
 
 def test_rejects_naive_and_backward_times() -> None:

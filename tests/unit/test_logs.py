@@ -7,8 +7,8 @@ import json
 import logging
 
 from api.graphql.redaction import without_values
-from hes.logs import CORRELATION_ID, JsonFormatter, ScrubSecrets, TextFormatter, scrub
-from hes.settings import Settings
+from config.logs import CORRELATION_ID, JsonFormatter, ScrubSecrets, TextFormatter, scrub
+from config.settings import Settings
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJpdnkifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 KEY = "hes_abcde12345_" + "Q" * 43
@@ -74,7 +74,7 @@ def test_text_format_appends_the_correlation_id() -> None:
 
 
 def test_settings_never_show_their_secrets() -> None:
-    settings = Settings(
+    settings = Settings.of(
         database_url="postgresql://hes:pg-pass-1@db/hes",
         redis_url="redis://:redis-pass-2@cache:6379/0",
         jwt_secret="jwt-secret-" + "3" * 30,

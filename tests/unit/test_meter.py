@@ -16,8 +16,8 @@ from domain.errors import Conflict, ValidationFailed
 from domain.idempotency import MAX_REMEMBERED_KEYS
 from domain.meta import EventMeta
 from domain.meter import Meter, meter_id
+from domain.text import SERIAL_RE
 from domain.values import (
-    SERIAL_RE,
     ConnectionProfile,
     Location,
     MeterSpec,
@@ -34,7 +34,7 @@ SPEC = MeterSpec(
     phases=3,
     region="North",
     area="Zone A",
-    connection=ConnectionProfile(host="10.20.30.40"),
+    connection=ConnectionProfile(host="127.20.30.40"),
     meter_type="3-phase CT",
     concentrator_id="DC-0042",
     sim_card="8944500012345678901",
@@ -173,7 +173,7 @@ def test_each_connection_rule_names_its_field(
     [
         ConnectionProfile(host="::1"),
         ConnectionProfile(host="meter-7.example.net", client_address=1),
-        ConnectionProfile(host="10.0.0.1", client_address=32, security=SecurityLevel.LLS),
+        ConnectionProfile(host="127.0.0.1", client_address=32, security=SecurityLevel.LLS),
         HDLC,
     ],
 )
@@ -365,7 +365,7 @@ def test_change_connection_profile_replaces_only_the_connection() -> None:
 def test_same_connection_profile_is_a_no_op() -> None:
     meter = registered()
 
-    assert meter.change_connection_profile(ConnectionProfile(host="10.20.30.40"), meta()) is False
+    assert meter.change_connection_profile(ConnectionProfile(host="127.20.30.40"), meta()) is False
     assert meter.collect_events() == []
 
 

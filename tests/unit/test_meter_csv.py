@@ -11,6 +11,7 @@ from commands.meter_csv import (
     parse_meter_csv,
     template_csv,
 )
+from domain.dlms_profile import Clients
 from domain.values import ConnectionProfile, MeterSpec, SecurityLevel, Transport
 
 GOOD: dict[str, str] = {
@@ -20,7 +21,7 @@ GOOD: dict[str, str] = {
     "brand": "Kaifa",
     "model": "MA309M",
     "firmware": "1.0.2",
-    "ipAddress": "10.20.30.40",
+    "ipAddress": "127.20.30.40",
     "port": "4059",
     "area": "Zone A",
     "customer": "ACC-1001",
@@ -64,7 +65,7 @@ def test_good_file_maps_every_column() -> None:
         phases=3,
         region="Zone A",
         area="Zone A",
-        connection=ConnectionProfile(host="10.20.30.40", port=4059),
+        connection=ConnectionProfile(host="127.20.30.40", port=4059),
         meter_type="3-phase CT meter",
         concentrator_id="DC-0042",
         sim_card="8944500012345678901",
@@ -82,22 +83,25 @@ def test_blank_optional_cells_become_none_and_blank_port_defaults() -> None:
     assert only.spec.concentrator_id is None
     assert only.spec.sim_card is None
     assert only.customer is None
+    # A blank client address follows the security level through the meter's DLMS profile
+    # (docs/dlms.md: NONE 16, LLS 17, HLS 1), instead of a fixed 16 for every level.
     assert only.spec.connection == ConnectionProfile(
-        host="10.20.30.40",
+        host="127.20.30.40",
         port=4059,
         transport=Transport.WRAPPER,
-        client_address=16,
+        client_address=None,
         server_address=1,
         security=SecurityLevel.NONE,
     )
+    assert Clients().for_level(only.spec.connection.security) == 16
 
 
 def test_cells_are_trimmed() -> None:
-    parsed = parse_meter_csv(document(row(meterNumber="  SN-9 ", ipAddress=" 10.0.0.9 ")))
+    parsed = parse_meter_csv(document(row(meterNumber="  SN-9 ", ipAddress=" 127.0.0.9 ")))
 
     assert parsed.errors == []
     assert parsed.rows[0].spec.serial == "SN-9"
-    assert parsed.rows[0].spec.connection.host == "10.0.0.9"
+    assert parsed.rows[0].spec.connection.host == "127.0.0.9"
 
 
 def test_header_is_case_insensitive_trimmed_and_in_any_order() -> None:
@@ -130,7 +134,7 @@ def test_optional_columns_fill_the_connection_profile_and_phases() -> None:
     spec = parsed.rows[0].spec
     assert spec.phases == 1
     assert spec.connection == ConnectionProfile(
-        host="10.20.30.40",
+        host="127.20.30.40",
         port=4059,
         transport=Transport.HDLC,
         client_address=48,
@@ -146,7 +150,7 @@ def test_blank_optional_cells_keep_the_defaults() -> None:
 
     assert parsed.errors == []
     assert parsed.rows[0].spec.phases == 3
-    assert parsed.rows[0].spec.connection == ConnectionProfile(host="10.20.30.40")
+    assert parsed.rows[0].spec.connection == ConnectionProfile(host="127.20.30.40")
 
 
 @pytest.mark.parametrize(

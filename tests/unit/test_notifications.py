@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -11,7 +13,9 @@ from uuid import UUID, uuid4
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from standardwebhooks import Webhook, WebhookVerificationError
 
+from adapters.notify.secret_box import new_webhook_secret
 from domain.alert import AlertType, Severity
 from domain.errors import ValidationFailed
 from domain.notifications import (
@@ -39,7 +43,10 @@ from domain.notifications import (
     validate,
     verify_signature,
     wants,
+    webhook_headers,
+    webhook_key,
 )
+from domain.webhook_policy import WebhookPolicy
 
 T0 = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
 METER_A = UUID("00000000-0000-0000-0000-00000000000a")
@@ -162,6 +169,9 @@ def test_webhook_url_rules(url: str, rule: str) -> None:
     assert ("url", rule) in rules(exc)
 
 
+LOCAL = WebhookPolicy.parse("localhost, 127.0.0.1, ::1, receiver.localhost", "127.0.0.0/8, ::1")
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -172,15 +182,63 @@ def test_webhook_url_rules(url: str, rule: str) -> None:
         "https://hooks.example.com:8443/a/b?c=d",
     ],
 )
-def test_http_is_allowed_for_loopback(url: str) -> None:
-    assert validate(draft(url=url)).target == url
+def test_http_and_loopback_need_both_allow_lists(url: str) -> None:
+    assert validate(draft(url=url), policy=LOCAL).target == url
+    if url.startswith("http://"):
+        with pytest.raises(ValidationFailed) as exc:
+            validate(draft(url=url))
+        assert {("url", "https"), ("url", "destination")} <= rules(exc)
+        https = "https://" + url.removeprefix("http://")
+        with pytest.raises(ValidationFailed) as exc:
+            validate(draft(url=https))  # https alone does not open loopback
+        assert rules(exc) == {("url", "destination")}
 
 
-def test_http_elsewhere_needs_the_setting() -> None:
+def test_http_elsewhere_needs_the_host_in_the_list() -> None:
     url = "http://intranet.example/hook"
     with pytest.raises(ValidationFailed):
         validate(draft(url=url))
-    assert validate(draft(url=url), allow_http=True).target == url
+    assert (
+        validate(draft(url=url), policy=WebhookPolicy.parse("intranet.example", "")).target == url
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://10.0.0.1/hook", "private"),
+        ("https://192.168.1.20/hook", "private"),
+        ("https://172.16.5.4/hook", "private"),
+        ("https://127.0.0.1/hook", "loopback"),
+        ("https://localhost/hook", "loopback"),
+        ("https://[::1]/hook", "loopback"),
+        ("https://[fe80::1]/hook", "link-local"),
+        ("https://[fd00::1]/hook", "private"),
+        ("https://[::ffff:10.0.0.1]/hook", "private"),
+        ("https://224.0.0.251/hook", "multicast"),
+        ("https://0.0.0.0/hook", "unspecified"),
+        ("https://2852039166/latest/meta-data", "link-local"),  # 169.254.169.254 as one number
+        ("https://0xa9fea9fe/", "link-local"),
+        ("https://0251.0376.0251.0376/", "link-local"),
+        ("https://100.64.0.1/hook", "reserved"),
+    ],
+)
+def test_non_public_destinations_are_refused(url: str, kind: str) -> None:
+    with pytest.raises(ValidationFailed) as exc:
+        validate(draft(url=url))
+    [error] = [e for e in exc.value.errors if e.rule == "destination"]
+    assert error.field == "url"
+    assert kind in error.message and "HES_WEBHOOK_ALLOWED_NETWORKS" in error.message
+
+
+def test_allowed_networks_open_exactly_their_addresses() -> None:
+    policy = WebhookPolicy.parse("", "10.20.0.0/16")
+    assert validate(draft(url="https://10.20.3.4/hook"), policy=policy)
+    with pytest.raises(ValidationFailed):
+        validate(draft(url="https://10.21.3.4/hook"), policy=policy)
+    with pytest.raises(ValueError, match="not an IP address or CIDR"):
+        WebhookPolicy.parse("", "10.0.0.0/33")
 
 
 @pytest.mark.parametrize(
@@ -545,3 +603,47 @@ def test_summaries_read_like_a_sentence() -> None:
     )
     cleared = TariffFacts(id=uuid4(), region="North", currency="EUR")
     assert summary("OverrideCleared", tariff=cleared) == "Tariff North: override cleared"
+
+
+# -- Standard Webhooks --------------------------------------------------------------------
+
+
+def test_standard_webhooks_library_verifies_our_headers() -> None:
+    secret = new_webhook_secret()
+    body = b'{"kind":"ALERT_RAISED","n":1}'
+    now = int(time.time())
+    headers = webhook_headers(secret, "3e242d06-897d-5751-9fd5-833f7c43fbaf", now, body)
+    assert Webhook(secret).verify(body, headers) == {"kind": "ALERT_RAISED", "n": 1}
+    assert headers["webhook-signature"].startswith("v1,")
+    # The deprecated header is still sent, and still verifies.
+    assert verify_signature(secret, headers["X-HES-Signature"], body, now=now)
+    for tampered in (
+        {**headers, "webhook-id": "other"},
+        {**headers, "webhook-timestamp": str(now - 1)},
+    ):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(body, tampered)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + b" ", headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_webhook_secret()).verify(body, headers)
+
+
+def test_new_secrets_are_standard_base64_of_32_bytes() -> None:
+    secret = new_webhook_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret[6:], validate=True)) == 32
+    assert webhook_key(secret) == base64.b64decode(secret[6:])
+
+
+def test_secrets_issued_before_standard_webhooks_keep_their_32_byte_key() -> None:
+    raw = bytes(range(32))
+    old = "whsec_" + base64.urlsafe_b64encode(bytes([251] * 32)).decode().rstrip("=")
+    assert "-" in old or "_" in old
+    assert webhook_key(old) == bytes([251] * 32)
+    plain = "whsec_" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert webhook_key(plain) == raw
+    # A receiver converts an old secret to the standard form once:
+    converted = "whsec_" + base64.b64encode(webhook_key(old)).decode()
+    body, now = b"{}", int(time.time())
+    assert Webhook(converted).verify(body, webhook_headers(old, "m-1", now, body)) == {}

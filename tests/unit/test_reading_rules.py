@@ -75,7 +75,7 @@ def test_negative_energy_is_out_of_range() -> None:
 def test_non_finite_values_break_finite(value: float) -> None:
     violation = check_value(VOLTAGE, value, "voltage")
     assert violation is not None
-    assert violation.rule == "finite"
+    assert violation.rule == "not-finite"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +18,7 @@ from commands.telemetry_forms import (
     parse_telemetry,
 )
 from domain.obis import BY_ALIAS
+from domain.reading_rules import check_value
 from domain.readings import Quality
 
 TS = "2024-06-01T12:00:00+00:00"
@@ -171,8 +174,42 @@ def test_item_errors(item: Any, field: str, rule: str) -> None:
 
 
 def test_too_large_number_breaks_finite() -> None:
-    body = b'[{"meter_id": "SN-1", "timestamp": 1717243200, "voltage": 1e400}]'
-    assert errors(parse(body)) == [(0, "voltage", "finite")]
+    body = b'[{"meter_id": "SN-1", "timestamp": 1717243200, "voltage": 1e400, "current": 5}]'
+    parsed = parse(body)
+    assert errors(parsed) == []  # judged reading by reading, with the item's other fields
+    assert values(parsed) == {"voltage": ("voltage_l1", math.inf), "current": ("current_l1", 5.0)}
+    voltage = BY_ALIAS["voltage_l1"]
+    violation = check_value(voltage, parsed.candidates[0].value, "voltage")
+    assert violation is not None and violation.rule == "not-finite"
+
+
+def test_too_large_obis_value_is_that_reading_only() -> None:
+    body = (
+        b'[{"meter": "SN-2", "readings": [{"obis": "current_l1", "ts": 0, "value": -1e999},'
+        b' {"obis": "current_l1", "ts": 1, "value": 2}]}]'
+    )
+    parsed = parse(body)
+    assert errors(parsed) == []
+    assert [c.value for c in parsed.candidates] == [-math.inf, 2.0]
+
+
+def test_too_large_timestamp_still_breaks_the_item() -> None:
+    body = b'[{"meter_id": "SN-1", "timestamp": 1e400, "voltage": 230}]'
+    assert errors(parse(body)) == [(0, "timestamp", "not-finite")]
+
+
+@pytest.mark.parametrize("serial", ["SN\u00001", "SN 1", "-SN1", "S" * 65])
+def test_meter_ids_must_be_serial_numbers(serial: str) -> None:
+    body = json.dumps([{"meter_id": serial, "timestamp": 0, "voltage": 230}]).encode()
+    assert errors(parse(body)) == [(0, "meter_id", "format")]
+
+
+def test_a_body_nested_too_deeply_is_one_request_error() -> None:
+    for body in (b"[" * 100_000, b'[{"meter_id": "SN-1", "x": ' + b"[" * 100_000 + b"]}"):
+        parsed = parse(body)
+        assert errors(parsed)[0][2] in ("nesting", "json"), errors(parsed)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert errors(parse(deep)) == [(WHOLE_REQUEST, "body", "nesting")]
 
 
 # -- OBIS form -------------------------------------------------------------------------------

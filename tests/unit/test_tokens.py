@@ -187,3 +187,20 @@ def test_a_broken_jwks_file_is_a_configuration_error(tmp_path: Path) -> None:
     path.write_text('{"keys": "nope"}')
     with pytest.raises(ValueError, match="HES_JWT_JWKS_FILE"):
         jwks_from(None, path)
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"sub": "ivy\x00"}, "control characters"),
+        ({"sub": "ivy\nroot"}, "control characters"),
+        ({"roles": ["customer"], "customer_account": "ACC\x001"}, "customer_account"),
+        ({"roles": ["customer"], "customer_account": "ACC 1"}, "customer_account"),
+    ],
+)
+def test_identity_provider_claims_obey_the_text_rules(
+    service: TokenService, claims: dict[str, Any], reason: str
+) -> None:
+    token = jwt.encode(_claims(iss="hes", **claims), SECRET, algorithm="HS256")
+    with pytest.raises(Unauthenticated, match=reason):
+        service.verify_token(token)

@@ -39,6 +39,8 @@ class DataAccessResult(enum.IntEnum):
     DATA_BLOCK_UNAVAILABLE = 14
     LONG_GET_ABORTED = 15
     NO_LONG_GET_IN_PROGRESS = 16
+    LONG_SET_ABORTED = 17
+    NO_LONG_SET_IN_PROGRESS = 18
     DATA_BLOCK_NUMBER_INVALID = 19
     OTHER_REASON = 250
 
@@ -203,7 +205,21 @@ class ActionRequest:
     parameters: Data | None
 
 
-Request = GetRequest | SetRequest | ActionRequest
+@dataclass(frozen=True, slots=True)
+class BlockRequest:
+    """One block of a SET or ACTION whose value or parameters span several APDUs
+    (SET-request with-first-datablock / with-datablock, ACTION-request with-first-pblock /
+    with-pblock): ``target`` is given in the first block only."""
+
+    service: int
+    invoke: int
+    target: Reference | None
+    last: bool
+    number: int
+    raw: bytes
+
+
+Request = GetRequest | SetRequest | ActionRequest | BlockRequest
 
 
 def _reference(buf: bytes, pos: int, *, selective: bool) -> tuple[Reference, int]:
@@ -228,6 +244,16 @@ def _reference(buf: bytes, pos: int, *, selective: bool) -> tuple[Reference, int
 def _end(buf: bytes, pos: int) -> None:
     if pos != len(buf):
         raise ApduError(f"{len(buf) - pos} unexpected bytes at the end of the request")
+
+
+def _data_block(buf: bytes, pos: int) -> tuple[bool, int, bytes]:
+    """DataBlock-SA: last-block, block-number, raw-data (to the end of the request)."""
+    _need(buf, pos, 5, "last-block and block-number")
+    last, number = buf[pos] != 0, int.from_bytes(buf[pos + 1 : pos + 5], "big")
+    size, pos = axdr.decode_length(buf, pos + 5)
+    _need(buf, pos, size, "raw-data")
+    _end(buf, pos + size)
+    return last, number, bytes(buf[pos : pos + size])
 
 
 def parse_request(buf: bytes) -> Request:
@@ -262,15 +288,29 @@ def _parse_request(buf: bytes) -> Request:
             return GetRequest(3, invoke, tuple(items))
         raise UnsupportedService(f"GET-request type {kind} is not supported")
     if tag == SET_REQUEST:
+        if kind in (2, 3):
+            target = None
+            pos = 3
+            if kind == 2:
+                target, pos = _reference(buf, 3, selective=True)
+            last, number, raw = _data_block(buf, pos)
+            return BlockRequest(tag, invoke, target, last, number, raw)
         if kind != 1:
-            raise UnsupportedService(f"SET-request type {kind} is not supported (only normal)")
+            raise UnsupportedService(f"SET-request type {kind} is not supported")
         ref, pos = _reference(buf, 3, selective=True)
         value, pos = axdr.decode(buf, pos)
         _end(buf, pos)
         return SetRequest(invoke, ref, value)
     if tag == ACTION_REQUEST:
+        if kind in (4, 6):
+            target = None
+            pos = 3
+            if kind == 4:
+                target, pos = _reference(buf, 3, selective=False)
+            last, number, raw = _data_block(buf, pos)
+            return BlockRequest(tag, invoke, target, last, number, raw)
         if kind != 1:
-            raise UnsupportedService(f"ACTION-request type {kind} is not supported (only normal)")
+            raise UnsupportedService(f"ACTION-request type {kind} is not supported")
         ref, pos = _reference(buf, 3, selective=False)
         _need(buf, pos, 1, "method-invocation-parameters flag")
         parameters = None
@@ -329,6 +369,21 @@ def get_response_with_list(invoke: int, results: list[GetResult]) -> bytes:
 def set_response_normal(invoke: int, result: DataAccessResult) -> bytes:
     """SET-response-normal."""
     return bytes((SET_RESPONSE, 0x01, invoke, result))
+
+
+def set_response_datablock(invoke: int, number: int) -> bytes:
+    """SET-response-datablock: block ``number`` received, send the next."""
+    return bytes((SET_RESPONSE, 0x02, invoke)) + number.to_bytes(4, "big")
+
+
+def set_response_last_datablock(invoke: int, result: DataAccessResult, number: int) -> bytes:
+    """SET-response-last-datablock: the result of a SET whose value came in blocks."""
+    return bytes((SET_RESPONSE, 0x03, invoke, result)) + number.to_bytes(4, "big")
+
+
+def action_response_next_pblock(invoke: int, number: int) -> bytes:
+    """ACTION-response-next-pblock: parameter block ``number`` received, send the next."""
+    return bytes((ACTION_RESPONSE, 0x04, invoke)) + number.to_bytes(4, "big")
 
 
 def action_response_normal(invoke: int, result: DataAccessResult, data: Data | None) -> bytes:

@@ -50,6 +50,8 @@ SUPPORTED_CONFORMANCE = (
     Conformance.GENERAL_PROTECTION
     | Conformance.PRIORITY_MGMT
     | Conformance.BLOCK_TRANSFER_GET
+    | Conformance.BLOCK_TRANSFER_SET
+    | Conformance.BLOCK_TRANSFER_ACTION
     | Conformance.MULTIPLE_REFERENCES
     | Conformance.DATA_NOTIFICATION
     | Conformance.GET
@@ -60,6 +62,19 @@ SUPPORTED_CONFORMANCE = (
 _GENERAL_OVERHEAD = 1 + 1 + 8 + 3 + 5 + 12
 _GLO_OVERHEAD = 1 + 3 + 5 + 12
 _BLOCK_HEADER = 1 + 1 + 1 + 1 + 4 + 1 + 3
+MAX_BLOCKED_VALUE = 64 * 1024
+"""Largest SET value or ACTION parameter accepted in blocks."""
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """A SET value or ACTION parameter arriving in blocks."""
+
+    service: int
+    invoke: int
+    target: x.Reference
+    number: int
+    raw: bytearray
 
 
 class Phase(enum.Enum):
@@ -105,9 +120,11 @@ class Association:
         self.client_title: bytes | None = None
         self.ctos = b""
         self.stoc = b""
-        self.max_send = SERVER_MAX_PDU
+        self.server_max_pdu = min(SERVER_MAX_PDU, meter.behaviour.max_pdu)
+        self.max_send = self.server_max_pdu
         self._general = False
         self._blocks: tuple[int, int, bytes] | None = None  # invoke, last block number, rest
+        self._incoming: _Incoming | None = None
 
     @property
     def ciphered(self) -> bool:
@@ -194,6 +211,7 @@ class Association:
     # -- ACSE -----------------------------------------------------------------------------
     def _aarq(self, request: bytes) -> bytes:
         self.phase, self._blocks, self.client_title = Phase.IDLE, None, None
+        self._incoming = None
         context = AppContext.LN
         try:
             aarq = acse.parse_aarq(request)
@@ -278,8 +296,8 @@ class Association:
                 f"InitiateRequest: {error.name}",
                 x.initiate_error(error),
             )
-        self.max_send = min(initiate.max_receive_pdu or 0xFFFF, SERVER_MAX_PDU)
-        response = x.initiate_response(conformance, SERVER_MAX_PDU)
+        self.max_send = min(initiate.max_receive_pdu or 0xFFFF, self.server_max_pdu)
+        response = x.initiate_response(conformance, self.server_max_pdu)
         self._general = general
         if self.ciphered:
             response = self._cipher(response, general)
@@ -306,7 +324,7 @@ class Association:
 
     def _rlrq(self, request: bytes) -> bytes:
         was = self.phase
-        self.phase, self._blocks = Phase.IDLE, None
+        self.phase, self._blocks, self._incoming = Phase.IDLE, None, None
         try:
             rlrq = acse.parse_rlrq(request)
         except AcseError as exc:
@@ -316,11 +334,11 @@ class Association:
         if info is None or was is Phase.IDLE:
             return acse.rlre()
         if not (self.ciphered and is_ciphered(info)):
-            return acse.rlre(x.initiate_response(SUPPORTED_CONFORMANCE, SERVER_MAX_PDU))
+            return acse.rlre(x.initiate_response(SUPPORTED_CONFORMANCE, self.server_max_pdu))
         unwrapped = self._decipher(info)
         if isinstance(unwrapped, bytes):
             return acse.rlre()
-        response = x.initiate_response(SUPPORTED_CONFORMANCE, SERVER_MAX_PDU)
+        response = x.initiate_response(SUPPORTED_CONFORMANCE, self.server_max_pdu)
         return acse.rlre(self._cipher(response, unwrapped.general))
 
     # -- xDLMS services -------------------------------------------------------------------
@@ -341,19 +359,19 @@ class Association:
         info = AssociationInfo(self.client_sap, role)
         objects = self.meter.objects
         hls_pending = self.phase is Phase.PENDING_HLS
+        if isinstance(parsed, x.BlockRequest):
+            return self._block_request(parsed)
+        self._incoming = None
         if isinstance(parsed, x.ActionRequest):
             target = parsed.target
             if (target.class_id, target.obis, target.index) == (15, O.ASSOCIATION, 1):
                 return self._reply_to_hls(parsed)
-            if hls_pending:
-                return x.action_response_normal(
-                    parsed.invoke, DataAccessResult.READ_WRITE_DENIED, None
-                )
-            outcome, data = objects.action(target, parsed.parameters, role)
-            return x.action_response_normal(parsed.invoke, outcome, data)
+            return self._action(parsed.invoke, target, parsed.parameters)
         if isinstance(parsed, x.SetRequest):
             if hls_pending:
                 return x.set_response_normal(parsed.invoke, DataAccessResult.READ_WRITE_DENIED)
+            if self.meter.behaviour.set_answered_as_get:
+                return x.get_response_normal(parsed.invoke, axdr.u8(0))
             return x.set_response_normal(
                 parsed.invoke, objects.set(parsed.target, parsed.value, role)
             )
@@ -381,12 +399,69 @@ class Association:
         self._blocks = (parsed.invoke, 0, raw)
         return self._send_block(overhead)
 
+    def _action(self, invoke: int, target: x.Reference, parameters: axdr.Data | None) -> bytes:
+        if self.phase is Phase.PENDING_HLS:
+            return x.action_response_normal(invoke, DataAccessResult.READ_WRITE_DENIED, None)
+        role = self.policy.role if self.policy else Role.PUBLIC
+        outcome, data = self.meter.objects.action(target, parameters, role)
+        return x.action_response_normal(invoke, outcome, data)
+
+    def _block_request(self, request: x.BlockRequest) -> bytes:
+        """Collect a SET value or ACTION parameter sent in blocks; act on the last one."""
+        is_set = request.service == x.SET_REQUEST
+        self.meter.stats.blocks_received += 1
+
+        def refuse(error: DataAccessResult) -> bytes:
+            self._incoming = None
+            if is_set:
+                return x.set_response_last_datablock(request.invoke, error, request.number)
+            return x.action_response_normal(request.invoke, error, None)
+
+        incoming = self._incoming
+        if request.target is not None:
+            incoming = _Incoming(
+                request.service, request.invoke, request.target, request.number, bytearray()
+            )
+        elif (
+            incoming is None
+            or incoming.service != request.service
+            or request.number != incoming.number + 1
+        ):
+            return refuse(DataAccessResult.DATA_BLOCK_NUMBER_INVALID)
+        incoming.number = request.number
+        incoming.raw += request.raw
+        if len(incoming.raw) > MAX_BLOCKED_VALUE:
+            return refuse(
+                DataAccessResult.LONG_SET_ABORTED if is_set else DataAccessResult.OTHER_REASON
+            )
+        if not request.last:
+            self._incoming = incoming
+            if is_set:
+                return x.set_response_datablock(request.invoke, request.number)
+            return x.action_response_next_pblock(request.invoke, request.number)
+        self._incoming = None
+        try:
+            value = axdr.decode_all(bytes(incoming.raw))
+        except axdr.AxdrError:
+            self._warn("malformed value sent in blocks")
+            return refuse(DataAccessResult.TYPE_UNMATCHED)
+        if not is_set:
+            return self._action(request.invoke, incoming.target, value)
+        role = self.policy.role if self.policy else Role.PUBLIC
+        result = (
+            DataAccessResult.READ_WRITE_DENIED
+            if self.phase is Phase.PENDING_HLS
+            else self.meter.objects.set(incoming.target, value, role)
+        )
+        return x.set_response_last_datablock(request.invoke, result, request.number)
+
     def _send_block(self, overhead: int) -> bytes:
         assert self._blocks is not None
         invoke, number, rest = self._blocks
         size = self.max_send - overhead - _BLOCK_HEADER
         chunk, rest = rest[:size], rest[size:]
         number += 1
+        self.meter.stats.blocks_sent += 1
         self._blocks = (invoke, number, rest) if rest else None
         return x.get_response_block(invoke, last=not rest, block=number, raw=chunk)
 

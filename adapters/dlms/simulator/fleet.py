@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from adapters.dlms.simulator.behaviour import Behaviour
 from adapters.dlms.simulator.keys import DEFAULT_SEED
 from adapters.dlms.simulator.limits import Limits
 from adapters.dlms.simulator.meter import SimulatedMeter
@@ -75,8 +77,12 @@ async def start_simulated_meters(
     push_interval: float = 900.0,
     push_ciphered: bool = False,
     limits: Limits | None = None,
+    behaviour: Behaviour | Callable[[int], Behaviour] | None = None,
 ) -> SimulatedFleet:
-    """Start ``count`` simulated meters; meter ``i`` listens on ``host:(base_port + i)``."""
+    """Start ``count`` simulated meters; meter ``i`` listens on ``host:(base_port + i)``.
+
+    ``behaviour`` makes them behave like other meters (one for all, or one per index).
+    """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     if not 1 <= base_port <= 65535 - count + 1:
@@ -86,7 +92,13 @@ async def start_simulated_meters(
     history_start = load_history_start(state_dir, time.time(), HISTORY_DAYS)
     limits = limits or Limits()
     meters = [
-        SimulatedMeter(i, seed=seed, history_start=history_start, state_dir=state_dir)
+        SimulatedMeter(
+            i,
+            seed=seed,
+            history_start=history_start,
+            state_dir=state_dir,
+            behaviour=behaviour(i) if callable(behaviour) else behaviour,
+        )
         for i in range(count)
     ]
     servers: list[MeterServer] = []

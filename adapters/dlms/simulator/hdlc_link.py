@@ -55,7 +55,10 @@ class HdlcLink:
         return hdlc.decode_frame(content)
 
     def _send(self, control: Control, info: bytes = b"", segmented: bool = False) -> None:
-        self.writer.write(hdlc.encode_frame(self._client, self._server, control, info, segmented))
+        frame = hdlc.encode_frame(self._client, self._server, control, info, segmented)
+        if self.meter.behaviour.hdlc_repeated_flags:
+            frame = bytes((hdlc.FLAG,)) + frame  # an extra opening flag, as some meters send
+        self.writer.write(frame)
 
     async def run(self, first: bytes) -> None:
         """Serve frames until the peer closes the connection."""
@@ -99,8 +102,9 @@ class HdlcLink:
     def _snrm(self, frame: Frame) -> None:
         proposed = hdlc.parse_link_parameters(frame.info)
         top = self.limits.max_info
+        send = min(top, self.meter.behaviour.hdlc_max_info or top)
         self.params = LinkParameters(
-            max_info_tx=min(proposed.max_info_rx, top),
+            max_info_tx=min(proposed.max_info_rx, send),
             max_info_rx=min(proposed.max_info_tx, top),
             window_tx=1,
             window_rx=1,
@@ -140,6 +144,8 @@ class HdlcLink:
     async def _send_segmented(self, data: bytes) -> None:
         size = self.params.max_info_tx
         chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        if len(chunks) > 1:
+            self.meter.stats.segmented_replies += 1
         for index, chunk in enumerate(chunks):
             last = index == len(chunks) - 1
             self._send(Control(Kind.I, True, self.vs, self.vr), chunk, segmented=not last)

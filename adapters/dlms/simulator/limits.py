@@ -21,3 +21,7 @@ class Limits:
 
 class ProtocolViolation(Exception):
     """The peer broke the link-layer protocol; the connection is closed."""
+
+
+class ConnectionDropped(Exception):
+    """A configured fault: the meter drops the connection without answering."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.dlms.simulator.behaviour import Behaviour
 from adapters.dlms.simulator.cosem_objects import REGISTERS, MeterObjects
 from adapters.dlms.simulator.keys import DEFAULT_SEED, serial_of, simulated_keys
 from adapters.dlms.simulator.meter_model import MeterModel, traits_for
@@ -14,6 +16,16 @@ from adapters.dlms.simulator.obis import text
 from adapters.dlms.simulator.state import MeterState
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class MeterStats:
+    """What the meter's servers did, for tests: block transfers and segmented HDLC replies."""
+
+    blocks_sent: int = 0
+    segmented_replies: int = 0
+    blocks_received: int = 0
+    """SET value and ACTION parameter blocks received (requests in blocks)."""
 
 
 class SimulatedMeter:
@@ -27,8 +39,11 @@ class SimulatedMeter:
         history_start: float,
         state_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
+        behaviour: Behaviour | None = None,
     ) -> None:
         self.index = index
+        self.behaviour = behaviour or Behaviour()
+        self.stats = MeterStats()
         self.serial = serial_of(index)
         self.keys = simulated_keys(self.serial, seed)
         self.system_title = self.keys.system_title

@@ -14,7 +14,7 @@ from adapters.dlms import wrapper
 from adapters.dlms.hdlc import HdlcError
 from adapters.dlms.simulator.association import Association
 from adapters.dlms.simulator.hdlc_link import HdlcLink
-from adapters.dlms.simulator.limits import Limits, ProtocolViolation
+from adapters.dlms.simulator.limits import ConnectionDropped, Limits, ProtocolViolation
 from adapters.dlms.simulator.meter import SimulatedMeter
 from adapters.dlms.simulator.state import StateError
 from adapters.dlms.wrapper import WrapperError
@@ -80,6 +80,8 @@ class MeterServer:
                 len(exc.partial),
                 exc.expected,
             )
+        except ConnectionDropped as exc:
+            log.info("meter %s, %s: %s", serial, peer, exc)
         except (WrapperError, HdlcError, ProtocolViolation, StateError) as exc:
             log.warning("meter %s, %s: %s; connection closed", serial, peer, exc)
         except (ConnectionError, OSError) as exc:

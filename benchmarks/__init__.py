@@ -1,0 +1,1 @@
+"""Benchmarks behind `hes bench ...` (figures as JSON on the last line)."""

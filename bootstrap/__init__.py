@@ -1,0 +1,1 @@
+"""Composition roots: settings to running processes (pools, connections, applications, workers)."""

@@ -1,0 +1,1 @@
+"""Configuration: typed settings read from HES_* variables, and logging."""

@@ -1,0 +1,1 @@
+"""Processes: policies that react to readings or events and issue commands."""

@@ -1,0 +1,1 @@
+"""Consumption insights: patterns, forecasts, anomaly scores, revenue protection, priorities."""

@@ -1,0 +1,1 @@
+"""Meter and load simulators (a user feature: `hes simulate`)."""
