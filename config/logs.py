@@ -13,7 +13,7 @@ import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 
@@ -96,9 +96,26 @@ class TextFormatter(logging.Formatter):
         return f"{text} [{correlation}]" if correlation else text
 
 
+class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever ``sys.stderr`` is when a record comes, not when built.
+
+    A command run in-process (a CLI test runner, an embedding program) may swap ``sys.stderr``
+    for a stream it closes afterwards; a handler bound to that stream would fail on every later
+    record.
+    """
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        """The process's standard error at this moment."""
+        return sys.stderr
+
+
 def configure(level: str, fmt: str = "json") -> None:
     """Log to stderr at ``level`` in ``fmt`` (json or text), scrubbing secrets from every record."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderr()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ScrubSecrets())
     root = logging.getLogger()

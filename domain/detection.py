@@ -61,6 +61,9 @@ class OverloadRule(msgspec.Struct, frozen=True, kw_only=True):
     start of the current (partial) window, plus the current one — with the defaults the current
     window and the two before it, i.e. buckets covering up to 45 minutes of time. (Two full
     15-minute windows fit in 30 minutes, so a literal reading could never count three.)
+    A current window that holds no reading yet (it has just begun, or the meters send each
+    window after it ends) is no evidence either way: the rule then judges the windows up to the
+    one before it.
     The alert clears when every considered window is at or below ``clear_pct`` (hysteresis:
     default = threshold); in between the verdict is KEEP.
     """
@@ -73,10 +76,17 @@ class OverloadRule(msgspec.Struct, frozen=True, kw_only=True):
     critical_pct: float = 100.0
     """Severity is HIGH, CRITICAL when any considered window reaches this load."""
 
-    def considered(self, now: datetime) -> tuple[datetime, datetime]:
-        """First and last bucket start the rule looks at for ``now``."""
+    def fetched(self, now: datetime) -> tuple[datetime, datetime]:
+        """First and last bucket start to read for ``now`` (one window before the span too)."""
         current = bucket_start(now, self.window)
-        return current - self.span, current
+        return current - self.span - self.window, current
+
+    def considered(self, now: datetime, current_has_data: bool = True) -> tuple[datetime, datetime]:
+        """First and last bucket start the rule judges for ``now``."""
+        last = bucket_start(now, self.window)
+        if not current_has_data:
+            last -= self.window
+        return last - self.span, last
 
 
 def overload_key(region: str) -> str:
@@ -88,11 +98,13 @@ def detect_overload(
     region: str, rows: Iterable[tuple[datetime, float]], now: datetime, rule: OverloadRule
 ) -> AlertDecision:
     """Decide on a region's overload from its (bucket start, load %) rows."""
-    first, last = rule.considered(now)
-    loads: dict[datetime, float] = {}
+    earliest, current = rule.fetched(now)
+    known: dict[datetime, float] = {}
     for bucket, load in rows:
-        if first <= bucket <= last:
-            loads[bucket] = load  # a later row of the same bucket supersedes an earlier one
+        if earliest <= bucket <= current:
+            known[bucket] = load  # a later row of the same bucket supersedes an earlier one
+    first, last = rule.considered(now, current_has_data=current in known)
+    loads = {bucket: load for bucket, load in known.items() if first <= bucket <= last}
     above = sorted(b for b, load in loads.items() if load > rule.threshold_pct)
     clear_pct = rule.threshold_pct if rule.clear_pct is None else rule.clear_pct
     peak = max(loads.values(), default=0.0)

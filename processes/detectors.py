@@ -189,7 +189,7 @@ class Detectors:
 
     async def overload(self, now: datetime, report: DetectorReport) -> None:
         """Raise OVERLOAD for regions hot in enough recent windows; clear those cooled down."""
-        first, last = self.overload_rule.considered(now)
+        first, last = self.overload_rule.fetched(now)
         async with self.pool.connection() as conn:
             cur = await conn.execute(self._sql(_OVERLOAD_ROWS), (first, last))
             rows: list[tuple[str, datetime, float]] = await cur.fetchall()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -37,12 +36,10 @@ def _iso(value: str) -> datetime:
 def relay() -> None:
     """Relay every domain event, in event-store order, to stream HES_EVENTS (foreground)."""
     from bootstrap.relay import run_relay_forever
+    from config.logs import configure
 
     settings = _settings()
-    logging.basicConfig(
-        level=settings.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(settings.logging.level, settings.logging.format)  # secrets scrubbed, as elsewhere
     run_relay_forever(attached(settings))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,6 +48,26 @@ def readme_blocks() -> tuple[list[str], list[str]]:
         else:
             scripts.append(block)
     return targets, scripts
+
+
+SCRIPT_SECONDS = 600
+"""The walk-through's own waits are bounded (the README's loop gives up after 5 minutes)."""
+
+
+def _tail(path: Path, lines: int = 40, width: int = 240) -> str:
+    """The last ``lines`` lines of a text file, each cut to ``width``, or a note it is missing."""
+    if not path.exists():
+        return f"({path.name} missing)"
+    return "\n".join(
+        line[:width] for line in path.read_text(errors="replace").splitlines()[-lines:]
+    )
+
+
+def _text(output: str | bytes | None) -> str:
+    """A timed-out run's captured output as text."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
 
 
 def _json_documents(output: str) -> list[Any]:
@@ -128,19 +149,40 @@ def test_every_readme_shell_example_runs_against_a_started_system(
         wait_ready(proc, base, log, seconds=90)
 
         bin_dir = f"{Path(sys.executable).parent}/"
-        script = PRELUDE + "\n".join(
-            block.replace(README_BASE, base).replace(".venv/bin/", bin_dir) for block in scripts
+        script = (
+            "PS4='+ $(date -u +%T) '\n"
+            + PRELUDE
+            + "\n".join(
+                block.replace(README_BASE, base).replace(".venv/bin/", bin_dir) for block in scripts
+            )
         )
         (tmp_path / "readme.sh").write_text(script)
-        ran = subprocess.run(
-            ["bash", "-euo", "pipefail", str(tmp_path / "readme.sh")],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=420,
+        trace = tmp_path / "readme.trace"
+        # Each command is traced with the time it started, so a slow or stuck step is named.
+        env_traced = {**env, "BASH_XTRACEFD": "7"}
+        try:
+            ran = subprocess.run(
+                [
+                    "bash",
+                    "-c",
+                    f"exec 7>{shlex.quote(str(trace))}; exec bash -x -euo pipefail readme.sh",
+                ],
+                cwd=tmp_path,
+                env=env_traced,
+                capture_output=True,
+                text=True,
+                timeout=SCRIPT_SECONDS,
+            )
+        except subprocess.TimeoutExpired as late:
+            pytest.fail(
+                f"the walk-through took over {SCRIPT_SECONDS} s\n"
+                f"trace (tail):\n{_tail(trace)}\nstdout:\n{_text(late.stdout)[-3000:]}\n"
+                f"stderr:\n{_text(late.stderr)[-3000:]}\nhes up log (tail):\n{_tail(log)}"
+            )
+        where = (
+            f"stdout:\n{ran.stdout[-4000:]}\nstderr:\n{ran.stderr[-4000:]}\n"
+            f"trace (tail):\n{_tail(trace)}"
         )
-        where = f"stdout:\n{ran.stdout[-4000:]}\nstderr:\n{ran.stderr[-4000:]}"
         assert ran.returncode == 0, where
     finally:
         proc.send_signal(signal.SIGINT)

@@ -165,6 +165,22 @@ async def test_overload_raises_once_recurs_per_new_window_and_clears(
     assert desk.get(alert.id).status is AlertStatus.RESOLVED and desk.get(alert.id).auto_resolved
 
 
+async def test_overload_is_raised_just_after_a_window_boundary_before_new_readings(
+    detectors: tuple[Detectors, AsyncConnectionPool[Any]], desk: AlertDesk, det_settings: Settings
+) -> None:
+    det, pool = detectors
+    region = f"OV-{uuid.uuid4().hex[:6]}"
+    now = bucket_start(datetime.now(UTC)) + timedelta(seconds=5)  # the new window is empty
+    hot = {bucket_start(now) - k * WINDOW: 120.0 for k in (1, 2, 3)}
+    await set_load(pool, det_settings.database.schema, region, hot)
+
+    report = await det.run_once(now)
+
+    assert report.raised.count(overload_key(region)) == 1
+    alert = desk.open_alert(overload_key(region))
+    assert alert is not None and alert.severity.value == "critical"
+
+
 async def test_silent_meter_goes_offline_and_its_next_reading_resolves(
     detectors: tuple[Detectors, AsyncConnectionPool[Any]], desk: AlertDesk, det_settings: Settings
 ) -> None:

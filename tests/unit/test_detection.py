@@ -66,6 +66,23 @@ def test_windows_older_than_the_span_do_not_count() -> None:
     assert found.evidence["windowsConsidered"] == 3
 
 
+def test_a_current_window_without_readings_yet_is_no_evidence() -> None:
+    hot_before = [(b - WINDOW, load) for b, load in windows(90, 95, 99)]  # none in the current
+
+    found = detect_overload("North", hot_before, NOW, RULE)
+
+    assert found.verdict is Verdict.RAISE
+    assert found.evidence["windowsConsidered"] == 3
+    assert found.evidence["to"] == CURRENT.isoformat()
+
+
+def test_a_current_window_with_readings_counts_even_when_cool() -> None:
+    found = detect_overload("North", windows(90, 95, 99, 10), NOW, RULE)
+
+    assert found.verdict is Verdict.KEEP
+    assert found.evidence["windowsAbove"] == 2
+
+
 def test_a_peak_at_full_capacity_is_critical() -> None:
     found = detect_overload("North", windows(90, 95, 101), NOW, RULE)
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
+
+import pytest
 
 from api.graphql.redaction import without_values
-from config.logs import CORRELATION_ID, JsonFormatter, ScrubSecrets, TextFormatter, scrub
+from config.logs import (
+    CORRELATION_ID,
+    JsonFormatter,
+    ScrubSecrets,
+    TextFormatter,
+    configure,
+    scrub,
+)
 from config.settings import Settings
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJpdnkifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
@@ -100,3 +110,25 @@ def test_graphql_coercion_errors_lose_the_echoed_value() -> None:
         cleaned = without_values(message)
         assert key not in cleaned and kept in cleaned
     assert without_values("no meter found: use a serial") == "no meter found: use a serial"
+
+
+def test_configured_logging_follows_a_swapped_and_closed_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        swapped = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", swapped)
+        configure("INFO", "text")  # as an in-process CLI run does, under a runner's stream
+        swapped.close()
+        now = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", now)
+
+        logging.getLogger("test-logs-swap").warning("after the swap")
+
+        assert "WARNING test-logs-swap: after the swap" in now.getvalue()
+        assert "Logging error" not in now.getvalue()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
